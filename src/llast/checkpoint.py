@@ -1,0 +1,188 @@
+"""Checkpoints: a directory that rebuilds the model on its own, loaded STRICTLY.
+
+    CKPT/
+      llast.json                   format marker (kind, merged or not)
+      config.yaml                  the resolved Config that built the model
+      adaptor.safetensors          adaptor weights
+      encoder_lora/                peft adapter (adapter_config.json, adapter_model.safetensors), if S-LoRA
+      llm_lora/                    peft adapter, if L-LoRA
+    merged exports (`llast export`) instead hold encoder/ and llm/ with the LoRA merged in.
+
+Every missing or unexpected tensor is an error that names the keys (LLaST's released code loads
+with strict=False, which hides wrong loads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from llast.config import Config, from_dict, save_config, to_dict
+from llast.errors import CheckpointError
+
+FORMAT = 1
+
+
+def save_checkpoint(model, cfg: Config, path: str | Path) -> Path:
+    """Write `model` (LLaST, LoRA applied or not) and its config to `path`, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_config(cfg, tmp / "config.yaml")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.adaptor.state_dict().items()}, str(tmp / "adaptor.safetensors"))
+    parts = ["adaptor"]
+    for part in ("encoder", "llm"):
+        module = getattr(model, part)
+        if hasattr(module, "peft_config"):
+            module.save_pretrained(str(tmp / f"{part}_lora"))
+            parts.append(f"{part}_lora")
+    (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": False, "parts": parts}))
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint_config(path: str | Path) -> Config:
+    path = Path(path)
+    marker = path / "llast.json"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    if not marker.is_file():
+        raise CheckpointError(f"{path}: not a llast checkpoint (no llast.json; was it written completely?)")
+    import yaml
+
+    try:
+        data = yaml.safe_load((path / "config.yaml").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: config.yaml missing") from None
+    cfg = from_dict(data)
+    # Names like "./llm" point inside the checkpoint (merged exports).
+    for part in (cfg.model.encoder, cfg.model.llm):
+        if part.name.startswith("./"):
+            part.name = str((path / part.name).resolve())
+    return cfg
+
+
+def _strict_load_lora(module, adapter_dir: Path) -> None:
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{adapter_dir}: adapter_model.safetensors missing")
+    state = load_file(str(weights))
+    expected = set(get_peft_model_state_dict(module).keys())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: LoRA weights do not match the model built from config.yaml: "
+            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    try:
+        set_peft_model_state_dict(module, state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights}: {e}") from None
+
+
+def load_weights(model, path: str | Path) -> None:
+    """Load adaptor + LoRA weights from checkpoint `path` into `model` (built from the same config)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    adaptor_file = path / "adaptor.safetensors"
+    if not adaptor_file.is_file():
+        raise CheckpointError(f"{path}: adaptor.safetensors missing")
+    state = load_file(str(adaptor_file))
+    own = model.adaptor.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match config.yaml: missing {missing}, unexpected {unexpected}")
+    bad_shapes = [k for k in own if own[k].shape != state[k].shape]
+    if bad_shapes:
+        raise CheckpointError(
+            f"{adaptor_file}: shape mismatch for "
+            + ", ".join(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in bad_shapes)
+        )
+    model.adaptor.load_state_dict(state, strict=True)
+    for part in ("encoder", "llm"):
+        module = getattr(model, part)
+        adapter_dir = path / f"{part}_lora"
+        has_lora = hasattr(module, "peft_config")
+        if has_lora != adapter_dir.is_dir():
+            raise CheckpointError(
+                f"{path}: config.yaml says {part} LoRA is {'on' if has_lora else 'off'} but {adapter_dir.name}/ is "
+                f"{'missing' if has_lora else 'present'}"
+            )
+        if has_lora:
+            _strict_load_lora(module, adapter_dir)
+
+
+def load_checkpoint(path: str | Path, dtype: str | None = None):
+    """(LLaST model in eval mode, Config) rebuilt from checkpoint `path` alone."""
+    from llast.lora import apply_lora
+    from llast.model import build_model
+
+    cfg = read_checkpoint_config(path)
+    if dtype is not None:
+        cfg.model.dtype = dtype
+    model = build_model(cfg.model)
+    apply_lora(model, cfg.model)
+    load_weights(model, path)
+    return model.eval(), cfg
+
+
+def load_model(path: str | Path, dtype: str | None = None, device: str | None = None):
+    """A ready-to-use Translator for checkpoint `path` (see llast.decode.Translator)."""
+    from llast.decode import Translator
+
+    model, cfg = load_checkpoint(path, dtype=dtype)
+    return Translator(model, cfg, device=device)
+
+
+def export_merged(path: str | Path, out: str | Path) -> Path:
+    """Merge the LoRA weights into the base encoder and LLM; write a standalone checkpoint to `out`."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    from llast.model import resolve_name
+
+    model, cfg = load_checkpoint(path)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    encoder = model.encoder.merge_and_unload() if hasattr(model.encoder, "peft_config") else model.encoder
+    llm = model.llm.merge_and_unload() if hasattr(model.llm, "peft_config") else model.llm
+    encoder.save_pretrained(str(tmp / "encoder"))
+    llm.save_pretrained(str(tmp / "llm"))
+    AutoTokenizer.from_pretrained(resolve_name(cfg.model.llm.name)).save_pretrained(str(tmp / "llm"))
+    save_file({k: v.contiguous() for k, v in model.adaptor.state_dict().items()}, str(tmp / "adaptor.safetensors"))
+    merged = from_dict(to_dict(cfg))
+    merged.model.encoder.name = "./encoder"
+    merged.model.llm.name = "./llm"
+    merged.model.encoder.lora.enabled = False
+    merged.model.llm.lora.enabled = False
+    save_config(merged, tmp / "config.yaml")
+    (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": True, "parts": ["adaptor"]}))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+

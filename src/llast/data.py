@@ -1,0 +1,645 @@
+"""Corpora (CoVoST-2, MuST-C, JSONL manifests) as lists of `Sample`, the ST+ASR mix, and batch samplers.
+
+Readers check their input and raise DataError naming the file and line (or AudioError naming the clip),
+so a malformed corpus stops at load time, not hours into training.
+
+A manifest line (``read_manifest``) looks like::
+
+    {"audio": "clips/a.wav", "src_lang": "fr", "tgt_lang": "en", "source_text": "Bonjour.",
+     "target_text": "Hello.", "offset": 0.0, "duration": 1.2, "task": "translate", "id": "a"}
+
+Only ``audio``, ``src_lang`` and ``tgt_lang`` are required; relative audio paths are relative to the
+manifest's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import yaml
+
+from llast.audio import SAMPLE_RATE, audio_duration, load_audio
+from llast.config import DataSource
+from llast.errors import AudioError, DataError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("translate", "transcribe")
+COVOST_COLUMNS = ("path", "sentence", "translation", "client_id")
+_COVOST_NAME = re.compile(r"^covost_v2\.([A-Za-z]+(?:-[A-Za-z]+)?)_([A-Za-z]+(?:-[A-Za-z]+)?)\.([\w-]+)\.tsv$")
+
+
+@dataclass
+class Sample:
+    """One utterance: a clip (or a segment of a longer file) with its source and target text."""
+
+    id: str
+    audio: str  # path of the audio file
+    src_lang: str  # language codes as the corpus writes them (fr, de, zh-CN, ...)
+    tgt_lang: str
+    task: str  # "translate" | "transcribe" (then tgt_lang == src_lang and target_text == source_text)
+    source_text: str
+    target_text: str
+    offset: float = 0.0  # seconds into `audio` where the utterance starts
+    duration: float | None = None  # seconds; None = to the end of the file (filled from the header when known)
+    weight: float = 1.0  # expected copies per epoch (see DurationBatchSampler)
+
+
+def transcription_of(sample: Sample, weight: float | None = None) -> Sample:
+    """The ASR sample of a translation sample: its source text as the target, in its source language."""
+    return replace(
+        sample,
+        id=f"{sample.id}-asr",
+        task="transcribe",
+        tgt_lang=sample.src_lang,
+        target_text=sample.source_text,
+        weight=sample.weight if weight is None else weight,
+    )
+
+
+# ----------------------------------------------------------------------------- CoVoST-2
+
+
+def parse_covost_name(tsv_path: str | Path) -> tuple[str, str, str]:
+    """``covost_v2.zh-CN_en.train.tsv`` -> ("zh-CN", "en", "train"); DataError if the name does not fit."""
+    m = _COVOST_NAME.match(Path(tsv_path).name)
+    if not m:
+        raise DataError(f"{tsv_path}: not a CoVoST-2 file name (expected covost_v2.{{src}}_{{tgt}}.{{split}}.tsv)")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _read_tsv_rows(tsv_path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) of a tab-separated, unquoted file with a header line.
+
+    Decodes line by line so a non-UTF-8 byte is reported with its line; backslash is the escape
+    character, as in the CoVoST-2 release (pandas, QUOTE_NONE, escapechar='\\').
+    """
+    if not tsv_path.is_file():
+        raise DataError(f"{tsv_path}: file not found")
+    header: list[str] | None = None
+    with open(tsv_path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{tsv_path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            line = line.rstrip("\r\n")
+            if lineno == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
+                continue
+            fields = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+            if header is None:
+                header = fields
+                missing = [c for c in required if c not in header]
+                if missing:
+                    raise DataError(
+                        f"{tsv_path}:1: missing column(s) {', '.join(missing)} in header (found: {', '.join(header)})"
+                    )
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{tsv_path}:{lineno}: expected {len(header)} tab-separated fields, found {len(fields)}")
+            yield lineno, dict(zip(header, fields))
+    if header is None:
+        raise DataError(f"{tsv_path}: empty file (no header line)")
+
+
+def _default_clips_dir(tsv_path: Path, src: str) -> Path:
+    """``{tsv folder}/{src}/clips_16k`` if it exists, else ``{src}/clips``, else ``{tsv folder}/clips``."""
+    folder = tsv_path.parent
+    for candidate in (folder / src / "clips_16k", folder / src / "clips", folder / "clips_16k", folder / "clips"):
+        if candidate.is_dir():
+            return candidate
+    return folder / src / "clips"
+
+
+def resolve_clip(audio_dir: Path, name: str) -> Path:
+    """Find clip `name` in `audio_dir`: as given, then as ``{stem}.wav`` / ``{name}.wav`` (16 kHz conversions)."""
+    given = audio_dir / name
+    for candidate in (given, given.with_suffix(".wav"), audio_dir / f"{name}.wav"):
+        if candidate.is_file():
+            return candidate
+    raise AudioError(f"{given}: audio clip not found (also looked for {given.with_suffix('.wav').name})")
+
+
+def read_covost(
+    tsv_path: str | Path,
+    audio_dir: str | Path | None = None,
+    src: str | None = None,
+    tgt: str | None = None,
+    limit: int | None = None,
+) -> list[Sample]:
+    """Read ``covost_v2.{src}_{tgt}.{split}.tsv`` into translation samples.
+
+    src/tgt default to the codes in the file name; audio_dir defaults to ``{tsv folder}/{src}/clips_16k``
+    (or ``clips``). Every clip's duration is read from its header, so a missing clip fails here.
+    """
+    tsv_path = Path(tsv_path)
+    if src is None or tgt is None:
+        name_src, name_tgt, _ = parse_covost_name(tsv_path)
+        src, tgt = src or name_src, tgt or name_tgt
+    clips = Path(audio_dir) if audio_dir is not None else _default_clips_dir(tsv_path, src)
+    samples = []
+    for lineno, row in _read_tsv_rows(tsv_path, COVOST_COLUMNS[:3]):
+        if limit is not None and len(samples) >= limit:
+            break
+        if not row["path"]:
+            raise DataError(f"{tsv_path}:{lineno}: empty path")
+        clip = resolve_clip(clips, row["path"])
+        samples.append(
+            Sample(
+                id=Path(row["path"]).stem,
+                audio=str(clip),
+                src_lang=src,
+                tgt_lang=tgt,
+                task="translate",
+                source_text=row["sentence"],
+                target_text=row["translation"],
+                duration=audio_duration(clip),
+            )
+        )
+    return samples
+
+
+# ----------------------------------------------------------------------------- MuST-C
+
+
+def read_mustc(split_dir: str | Path, src: str = "en", tgt: str | None = None, limit: int | None = None) -> list[Sample]:
+    """Read a MuST-C split folder: ``wav/*.wav``, ``txt/{split}.yaml``, ``txt/{split}.{src}`` and ``.{tgt}``.
+
+    The split name is the folder name; tgt defaults to the one other language in ``txt/``. Each YAML
+    segment (offset, duration, wav) becomes a sample whose audio is read by seeking into the talk's WAV.
+    """
+    split_dir = Path(split_dir)
+    split = split_dir.name
+    txt = split_dir / "txt"
+    yaml_path = txt / f"{split}.yaml"
+    if not yaml_path.is_file():
+        raise DataError(f"{yaml_path}: MuST-C segment file not found")
+    if tgt is None:
+        langs = sorted(p.suffix[1:] for p in txt.glob(f"{split}.*") if p.suffix not in (".yaml", f".{src}"))
+        if len(langs) != 1:
+            raise DataError(f"{txt}: cannot tell the target language (found {langs or 'none'}); pass tgt")
+        tgt = langs[0]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # MuST-C train YAMLs have ~250k segments
+    try:
+        segments = yaml.load(yaml_path.read_text(encoding="utf-8"), Loader=loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{yaml_path}: not valid YAML: {e}") from None
+    if not isinstance(segments, list):
+        raise DataError(f"{yaml_path}: expected a list of segments")
+    texts = {}
+    for lang in (src, tgt):
+        path = txt / f"{split}.{lang}"
+        if not path.is_file():
+            raise DataError(f"{path}: MuST-C text file not found")
+        try:
+            texts[lang] = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid UTF-8: {e}") from None
+        if len(texts[lang]) != len(segments):
+            raise DataError(f"{path}: {len(texts[lang])} lines but {yaml_path.name} has {len(segments)} segments")
+    samples = []
+    per_talk: dict[str, int] = {}
+    for i, seg in enumerate(segments):
+        if limit is not None and len(samples) >= limit:
+            break
+        if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
+            raise DataError(f"{yaml_path}: segment {i + 1} lacks offset/duration/wav: {seg!r}")
+        wav = split_dir / "wav" / str(seg["wav"])
+        if not wav.is_file():
+            raise AudioError(f"{wav}: audio file not found (segment {i + 1} of {yaml_path})")
+        talk = wav.stem
+        n = per_talk[talk] = per_talk.get(talk, -1) + 1
+        samples.append(
+            Sample(
+                id=f"{talk}_{n}",  # MuST-C's own naming: ted_1_0, ted_1_1, ...
+                audio=str(wav),
+                src_lang=src,
+                tgt_lang=tgt,
+                task="translate",
+                source_text=texts[src][i].strip(),
+                target_text=texts[tgt][i].strip(),
+                offset=float(seg["offset"]),
+                duration=float(seg["duration"]),
+            )
+        )
+    return samples
+
+
+# ----------------------------------------------------------------------------- JSONL manifest
+
+
+def read_manifest(jsonl_path: str | Path, limit: int | None = None) -> list[Sample]:
+    """Read a JSONL manifest (see the module docstring); DataError with file:line for a bad line."""
+    jsonl_path = Path(jsonl_path)
+    if not jsonl_path.is_file():
+        raise DataError(f"{jsonl_path}: file not found")
+    samples = []
+    with open(jsonl_path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if limit is not None and len(samples) >= limit:
+                break
+            where = f"{jsonl_path}:{lineno}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not valid UTF-8 ({e.reason})") from None
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON: {e.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected a JSON object")
+            missing = [k for k in ("audio", "src_lang", "tgt_lang") if k not in obj]
+            if missing:
+                raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
+            task = obj.get("task", "translate")
+            if task not in TASKS:
+                raise DataError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
+            audio = Path(obj["audio"])
+            if not audio.is_absolute():
+                audio = jsonl_path.parent / audio
+            offset = float(obj.get("offset", 0.0))
+            duration = obj.get("duration")
+            if duration is None:
+                duration = audio_duration(audio) - offset
+            source = str(obj.get("source_text", ""))
+            target = str(obj.get("target_text", source if task == "transcribe" else ""))
+            samples.append(
+                Sample(
+                    id=str(obj.get("id", f"{jsonl_path.stem}-{lineno}")),
+                    audio=str(audio),
+                    src_lang=obj["src_lang"],
+                    tgt_lang=obj["tgt_lang"],
+                    task=task,
+                    source_text=source,
+                    target_text=target,
+                    offset=offset,
+                    duration=float(duration),
+                )
+            )
+    return samples
+
+
+# ----------------------------------------------------------------------------- mixing
+
+
+def read_source(src: DataSource) -> list[Sample]:
+    """Read one configured source and give its samples the source's weight."""
+    if src.format == "covost":
+        samples = read_covost(src.path, src.audio_dir, src.src, src.tgt, limit=src.limit)
+    elif src.format == "mustc":
+        samples = read_mustc(src.path, src=src.src or "en", tgt=src.tgt, limit=src.limit)
+    elif src.format == "jsonl":
+        samples = read_manifest(src.path, limit=src.limit)
+    else:
+        raise DataError(f"{src.path}: unknown data format {src.format!r} (covost, mustc or jsonl)")
+    for s in samples:
+        s.weight = src.weight
+    return samples
+
+
+def build_samples(sources: list[DataSource], asr_augment: bool, asr_weight: float = 1.0) -> list[Sample]:
+    """Read every source (several = multilingual) and, with `asr_augment`, add transcription samples.
+
+    Each translation sample (X->En or En->X) yields an ASR sample in its source language, placed right
+    after it, with weight = source weight * asr_weight. A clip shared by two directions (En->De and
+    En->Ja over the same English clips) yields one ASR sample only: dedupe by (audio, offset, task).
+    """
+    out: list[Sample] = []
+    seen: set[tuple[str, float, str]] = set()
+    for src in sources:
+        for s in read_source(src):
+            if s.task == "transcribe":
+                key = (s.audio, s.offset, s.task)
+                if key in seen:
+                    continue
+                seen.add(key)
+            out.append(s)
+            if asr_augment and s.task == "translate":
+                key = (s.audio, s.offset, "transcribe")
+                if key not in seen:
+                    seen.add(key)
+                    out.append(transcription_of(s, weight=s.weight * asr_weight))
+    return out
+
+
+# ----------------------------------------------------------------------------- batch samplers
+
+
+class _EpochBatchSampler(torch.utils.data.Sampler):
+    """Epoch, weighted resampling, rank split and resume logic shared by the two batch samplers.
+
+    Resume: ``state_dict()`` gives {"epoch", "batches_done"} (batches handed out in this epoch);
+    after ``load_state_dict(state)`` the next iteration starts at that batch. ``set_epoch(e)`` with
+    the loaded epoch keeps the resume point. With DataLoader workers the sampler runs ahead of
+    training by the prefetched batches, so a training loop should save the batches it has consumed:
+    ``state_dict(batches_done=n)``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        weights: list[float] | None,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int,
+        rank: int,
+        drop_last: bool,
+    ):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if weights is not None and len(weights) != n:
+            raise ValueError(f"{len(weights)} weights for {n} samples")
+        if weights is not None and any(w < 0 for w in weights):
+            raise ValueError("sample weights must be >= 0")
+        self.n = n
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.batches_done = 0
+        self._resume_at = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def _rng(self, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, purpose])
+
+    def _draw(self) -> np.ndarray:
+        """This epoch's indices: weight w gives floor(w) copies plus one more with probability frac(w)."""
+        if self.weights is None:
+            return np.arange(self.n)
+        whole = np.floor(self.weights).astype(np.int64)
+        extra = self._rng(0).random(self.n) < (self.weights - whole)
+        return np.repeat(np.arange(self.n), whole + extra)
+
+    def _make_batches(self) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _rank_batches(self) -> list[list[int]]:
+        """The batches of this rank in this epoch (cached per epoch)."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        batches = self._make_batches()
+        if self.num_replicas > 1:
+            if self.drop_last:
+                batches = batches[: len(batches) - len(batches) % self.num_replicas]
+            elif batches and len(batches) % self.num_replicas:
+                pad = self.num_replicas - len(batches) % self.num_replicas
+                batches = batches + [batches[i % len(batches)] for i in range(pad)]  # same count on every rank
+            batches = batches[self.rank :: self.num_replicas]
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (changes the resampling and shuffling); keeps a loaded resume point of that epoch."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches_done = 0
+            self._resume_at = 0
+
+    def __len__(self) -> int:
+        """Batches of this rank in the current epoch (the whole epoch, also when resuming mid-epoch)."""
+        return len(self._rank_batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._rank_batches()
+        start, self._resume_at = self._resume_at, 0
+        self.batches_done = start
+        for batch in batches[start:]:
+            self.batches_done += 1
+            yield list(batch)
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        return {"epoch": self.epoch, "batches_done": self.batches_done if batches_done is None else batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.batches_done = self._resume_at = int(state["batches_done"])
+
+
+class DurationBatchSampler(_EpochBatchSampler):
+    """Batches of similar-length clips whose padded audio is at most `max_batch_seconds`.
+
+    Per epoch: draw the samples (weights), split them into `num_buckets` equal-count duration buckets,
+    sort each bucket by duration (random tie order), cut batches greedily while
+    ``len(batch) * max_duration_in_batch <= max_batch_seconds`` and ``len(batch) <= max_batch_size``
+    (a clip longer than max_batch_seconds forms a batch of its own), then shuffle the batches.
+    Yields lists of indices into `durations`.
+    """
+
+    def __init__(
+        self,
+        durations: list[float],
+        weights: list[float] | None = None,
+        max_batch_seconds: float = 120.0,
+        max_batch_size: int = 16,
+        num_buckets: int = 10,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ):
+        super().__init__(len(durations), weights, shuffle, seed, num_replicas, rank, drop_last)
+        if max_batch_seconds <= 0 or max_batch_size < 1 or num_buckets < 1:
+            raise ValueError("max_batch_seconds, max_batch_size and num_buckets must be positive")
+        self.durations = np.asarray(durations, dtype=np.float64)
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.num_buckets = num_buckets
+
+    def _make_batches(self) -> list[list[int]]:
+        idx = self._draw()
+        if self.shuffle:
+            idx = self._rng(1).permutation(idx)  # random order among equal durations
+        idx = idx[np.argsort(self.durations[idx], kind="stable")]
+        batches: list[list[int]] = []
+        for bucket in np.array_split(idx, min(self.num_buckets, max(len(idx), 1))):
+            batch: list[int] = []
+            longest = 0.0
+            for i in bucket.tolist():
+                d = float(self.durations[i])
+                # Sorted ascending, so the new clip is the longest of the batch.
+                if batch and ((len(batch) + 1) * max(longest, d) > self.max_batch_seconds or len(batch) >= self.max_batch_size):
+                    batches.append(batch)
+                    batch, longest = [], 0.0
+                batch.append(i)
+                longest = max(longest, d)
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            order = self._rng(2).permutation(len(batches))
+            batches = [batches[k] for k in order]
+        return batches
+
+
+class CountBatchSampler(_EpochBatchSampler):
+    """Fixed `batch_size` batches in corpus order (shuffled with `shuffle`): the released LLaST code's way.
+
+    Same interface as DurationBatchSampler; `durations` is only used for its length.
+    """
+
+    def __init__(
+        self,
+        durations: list[float],
+        weights: list[float] | None = None,
+        batch_size: int = 16,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ):
+        super().__init__(len(durations), weights, shuffle, seed, num_replicas, rank, drop_last)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.batch_size = batch_size
+
+    def _make_batches(self) -> list[list[int]]:
+        idx = self._draw()
+        if self.shuffle:
+            idx = self._rng(1).permutation(idx)
+        idx = idx.tolist()
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Samples with their audio loaded: ``dataset[i] -> {"sample": Sample, "audio": np.ndarray (n_samples,)}``.
+
+    With `skip_bad`, a clip that fails to load (AudioError) gives None, is logged with its reason and
+    appended to `self.bad` as (id, reason). `self.bad` is only filled in the process that loads, so
+    with DataLoader workers count the Nones in the collate function (see `filter_batch`).
+    Without `skip_bad` the AudioError (naming the clip) propagates.
+    """
+
+    def __init__(self, samples: list[Sample], max_seconds: float = 30.0, skip_bad: bool = False):
+        self.samples = samples
+        self.max_seconds = max_seconds
+        self.skip_bad = skip_bad
+        self.bad: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict | None:
+        s = self.samples[i]
+        try:
+            audio = load_audio(s.audio, offset=s.offset, duration=s.duration, max_seconds=self.max_seconds)
+        except AudioError as e:
+            if not self.skip_bad:
+                raise AudioError(f"{e} (sample {s.id})") from None
+            self.bad.append((s.id, str(e)))
+            log.warning("skipping sample %s: %s", s.id, e)
+            return None
+        return {"sample": s, "audio": audio}
+
+
+def filter_batch(items: list[dict | None]) -> tuple[list[dict], int]:
+    """Drop the None items (skipped bad clips) of a batch: returns (good items, number dropped)."""
+    good = [x for x in items if x is not None]
+    return good, len(items) - len(good)
+
+
+# ----------------------------------------------------------------------------- CoVoST audio preparation
+
+
+@dataclass
+class PrepareReport:
+    converted: int = 0
+    skipped_existing: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason)
+
+    def __str__(self) -> str:
+        lines = [f"converted {self.converted}, already done {self.skipped_existing}, failed {len(self.failed)}"]
+        lines += [f"  failed: {clip}: {reason}" for clip, reason in self.failed[:20]]
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more")
+        return "\n".join(lines)
+
+
+def _convert_clip(job: tuple[str, str]) -> tuple[str, str, str]:
+    """Convert one clip to 16 kHz mono 16-bit WAV; returns (clip, status, reason). Runs in a worker."""
+    import soundfile as sf
+
+    src, dst = job
+    try:
+        audio = load_audio(src)
+        tmp = f"{dst}.part"  # renamed when complete: an interrupted run leaves no partial .wav
+        sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        os.replace(tmp, dst)
+    except AudioError as e:
+        return src, "failed", str(e)
+    except Exception as e:  # a worker must report, not die: one bad clip in 200k should not stop the run
+        return src, "failed", f"{src}: {type(e).__name__}: {e}"
+    return src, "converted", ""
+
+
+def prepare_covost_audio(
+    tsv_paths: list[str | Path], clips_dir: str | Path, out_dir: str | Path, workers: int = 4
+) -> PrepareReport:
+    """Convert the clips named in CoVoST TSVs (MP3, any rate) to ``{out_dir}/{name}.wav`` (16 kHz mono PCM16).
+
+    Resumable: outputs that exist are skipped (they are written under a temporary name and renamed).
+    Unreadable clips are reported in the returned PrepareReport instead of stopping the run.
+    """
+    from tqdm import tqdm
+
+    clips_dir, out_dir = Path(clips_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names: dict[str, None] = {}  # ordered set
+    for tsv in tsv_paths:
+        for _, row in _read_tsv_rows(Path(tsv), ("path",)):
+            names[row["path"]] = None
+    report = PrepareReport()
+    jobs = []
+    for name in names:
+        dst = out_dir / f"{Path(name).stem}.wav"
+        if dst.is_file():
+            report.skipped_existing += 1
+        else:
+            jobs.append((str(clips_dir / name), str(dst)))
+    bar = tqdm(total=len(jobs), desc="converting clips", unit="clip", disable=not jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        results = map(_convert_clip, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_convert_clip, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8) or 1)))
+    try:
+        for clip, status, reason in results:
+            if status == "converted":
+                report.converted += 1
+            else:
+                report.failed.append((clip, reason))
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return report
+
+
+def total_hours(samples: list[Sample]) -> float:
+    """Total audio of `samples` in hours (samples without a duration count as 0)."""
+    return sum(s.duration or 0.0 for s in samples) / 3600.0
+

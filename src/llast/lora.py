@@ -1,0 +1,81 @@
+"""Dual LoRA (S-LoRA on the encoder, L-LoRA on the LLM) and which parameters train.
+
+Which parameters train is decided here and nowhere else: `apply_lora` wraps the parts whose LoRA
+is enabled, and `set_trainable` freezes every base weight, trains the adaptor, and trains the
+LoRA weights unless `adaptor_only` (LST's first stage).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from llast.config import LoraConfig, ModelConfig
+
+
+def _peft_config(cfg: LoraConfig, is_llm: bool):
+    import peft
+
+    target = cfg.target_modules
+    if isinstance(target, str) and target != "all-linear":
+        target = [target]
+    return peft.LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=target,
+        task_type="CAUSAL_LM" if is_llm else None,
+        bias="none",
+    )
+
+
+def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """Wrap model.encoder / model.llm in peft LoRA as `cfg` says, then set what trains.
+
+    Fresh LoRA weights start at zero (B = 0), so the model's outputs are unchanged.
+    """
+    import peft
+
+    if cfg.encoder.lora.enabled and not hasattr(model.encoder, "peft_config"):
+        model.encoder = peft.get_peft_model(model.encoder, _peft_config(cfg.encoder.lora, is_llm=False))
+    if cfg.llm.lora.enabled and not hasattr(model.llm, "peft_config"):
+        model.llm = peft.get_peft_model(model.llm, _peft_config(cfg.llm.lora, is_llm=True))
+    set_trainable(model, adaptor_only=False)
+    return model
+
+
+def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
+    """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`."""
+    for name, p in model.named_parameters():
+        if name.startswith("adaptor."):
+            p.requires_grad_(True)
+        elif "lora_" in name:
+            p.requires_grad_(not adaptor_only)
+        else:
+            p.requires_grad_(False)
+
+
+def param_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Parameter counts per part: {'encoder': {'total', 'trainable'}, 'adaptor': ..., 'llm': ...}."""
+    counts: dict[str, dict[str, int]] = {}
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = name.split(".", 1)[0]
+        c = counts.setdefault(part, {"total": 0, "trainable": 0})
+        c["total"] += p.numel()
+        if p.requires_grad:
+            c["trainable"] += p.numel()
+    return counts
+
+
+def format_param_counts(counts: dict[str, dict[str, int]]) -> str:
+    lines = [f"{'part':<10}{'trainable':>16}{'total':>16}"]
+    total = trainable = 0
+    for part, c in counts.items():
+        lines.append(f"{part:<10}{c['trainable']:>16,}{c['total']:>16,}")
+        total += c["total"]
+        trainable += c["trainable"]
+    lines.append(f"{'all':<10}{trainable:>16,}{total:>16,}  ({100 * trainable / max(total, 1):.2f}% trainable)")
+    return "\n".join(lines)

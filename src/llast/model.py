@@ -1,0 +1,362 @@
+"""The LLaST model: speech encoder -> adaptor -> audio embeddings spliced into the LLM prompt.
+
+This file knows tensors, not training: no tokenizer, optimizer, file writing or peft here.
+Dimension legend: B clips, S samples, F feature frames, T encoder frames, N audio embeddings,
+L tokens, D encoder width, H LLM hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llast.config import AdaptorConfig, ModelConfig
+from llast.errors import CheckpointError, ConfigError
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # samples between mel frames (10 ms)
+N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed input window
+AUDIO_TOKEN_ID = -200  # placeholder id in input_ids; those positions receive adaptor outputs
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ----------------------------------------------------------------------------- lengths
+
+
+def encoder_family(encoder_config) -> str:
+    """'whisper' or 'wav2vec2' (wav2vec 2.0 and HuBERT share the convolutional front end)."""
+    model_type = getattr(encoder_config, "model_type", "")
+    if model_type == "whisper":
+        return "whisper"
+    if model_type in ("wav2vec2", "hubert", "wav2vec2-conformer", "wavlm", "data2vec-audio"):
+        return "wav2vec2"
+    raise ConfigError(f"model.encoder.name: unsupported encoder type {model_type!r} (whisper, wav2vec2, hubert)")
+
+
+def encoder_output_length(num_samples, encoder_config):
+    """Encoder frames for `num_samples` real samples (int or LongTensor, elementwise)."""
+    if encoder_family(encoder_config) == "whisper":
+        mel = num_samples // HOP_LENGTH
+        frames = (mel - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
+        limit = encoder_config.max_source_positions
+        return frames.clamp(1, limit) if torch.is_tensor(frames) else max(1, min(frames, limit))
+    length = num_samples
+    for kernel, stride in zip(encoder_config.conv_kernel, encoder_config.conv_stride):
+        length = (length - kernel) // stride + 1
+    return length.clamp(min=1) if torch.is_tensor(length) else max(1, length)
+
+
+def adaptor_output_length(frames, adaptor: AdaptorConfig):
+    """Audio embeddings the adaptor makes from `frames` encoder frames (int or LongTensor)."""
+    if adaptor.type == "mlp":
+        return (frames + adaptor.stack - 1) // adaptor.stack  # ceil: the last group is zero padded
+    for _ in range(adaptor.conv_layers):
+        pad = adaptor.conv_kernel // 2
+        frames = (frames + 2 * pad - adaptor.conv_kernel) // adaptor.conv_stride + 1
+    return frames
+
+
+def audio_embed_length(num_samples, encoder_config, cfg: ModelConfig):
+    """THE number of audio embeddings (prompt slots) a clip of `num_samples` samples yields.
+
+    Prompt building, the model and the tests all call this one function.
+    """
+    return adaptor_output_length(encoder_output_length(num_samples, encoder_config), cfg.adaptor)
+
+
+# ----------------------------------------------------------------------------- adaptors
+
+
+class MLPAdaptor(nn.Module):
+    """Paper's adaptor: Linear-GELU-Linear-GELU-Linear, after stacking k consecutive frames.
+
+    x : (B, T, D) -> (B, ceil(T / k), H)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None, stack: int = 1):
+        super().__init__()
+        hidden = hidden or out_dim
+        self.stack = stack
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim * stack, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stack > 1:
+            B, T, D = x.shape
+            pad = (-T) % self.stack
+            x = F.pad(x, (0, 0, 0, pad)).reshape(B, (T + pad) // self.stack, D * self.stack)  # (B, T/k, k*D)
+        return self.mlp(x)
+
+
+class LSTAdaptor(nn.Module):
+    """LST's adaptor: 1-D convolution length adaptor (stride s, n layers) + linear modality adaptor.
+
+    x : (B, T, D) -> (B, ~T / s^n, H)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 2, kernel: int = 3, stride: int = 2):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(in_dim, in_dim, kernel, stride=stride, padding=kernel // 2) for _ in range(layers)
+        )
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (B, D, T)
+        for conv in self.convs:
+            x = F.gelu(conv(x))
+        return self.proj(x.transpose(1, 2))  # (B, N, H)
+
+
+def build_adaptor(cfg: AdaptorConfig, in_dim: int, out_dim: int) -> nn.Module:
+    if cfg.type == "mlp":
+        return MLPAdaptor(in_dim, out_dim, cfg.hidden_size, cfg.stack)
+    return LSTAdaptor(in_dim, out_dim, cfg.conv_layers, cfg.conv_kernel, cfg.conv_stride)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The base module under a peft wrapper (peft injects LoRA layers in place, so calling the
+    base module's submodules runs LoRA too)."""
+    return module.get_base_model() if hasattr(module, "peft_config") and hasattr(module, "get_base_model") else module
+
+
+class LLaST(nn.Module):
+    """Speech encoder + adaptor + causal LM.
+
+    `encoder` is a transformers WhisperEncoder, Wav2Vec2Model or HubertModel; `llm` any causal LM.
+    """
+
+    def __init__(self, encoder: nn.Module, adaptor: nn.Module, llm: nn.Module, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.adaptor = adaptor
+        self.llm = llm
+        self.cfg = cfg
+        self.encoder_config = _unwrap(encoder).config
+        self.family = encoder_family(self.encoder_config)
+
+    # ------------------------------------------------------------------ audio
+    def encode(self, input_features: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states and their validity mask.
+
+        input_features : (B, n_mels, F) Whisper log-mel, or (B, S) waveform for wav2vec2/HuBERT
+        audio_lengths  : (B,) real samples per clip
+        returns (B, T, D) states, (B, T) bool mask of real frames
+        """
+        enc = _unwrap(self.encoder)
+        dtype = next(enc.parameters()).dtype
+        x = input_features.to(dtype)
+        n_frames = encoder_output_length(audio_lengths, self.encoder_config)  # (B,)
+        if self.family == "whisper":
+            if self.cfg.encoder.input_length == "pad30":
+                states = self.encoder(x).last_hidden_state  # (B, 1500, D), exactly as Whisper was trained
+            else:
+                states = _whisper_encode_variable(enc, x, audio_lengths // HOP_LENGTH)
+        else:
+            sample_mask = _lengths_to_mask(audio_lengths, x.shape[1])
+            use_mask = getattr(self.encoder_config, "feat_extract_norm", "layer") == "layer"
+            states = self.encoder(x, attention_mask=sample_mask.long() if use_mask else None).last_hidden_state
+        T = int(n_frames.max())
+        states = states[:, :T]
+        return states, _lengths_to_mask(n_frames, states.shape[1])
+
+    def embed_audio(self, input_features: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adaptor outputs and their mask: (B, N, H), (B, N) bool; N from `audio_embed_length`."""
+        states, frame_mask = self.encode(input_features, audio_lengths)
+        states = states * frame_mask.unsqueeze(-1).to(states.dtype)  # padded frames never reach the adaptor
+        adaptor_dtype = next(self.adaptor.parameters()).dtype
+        embeds = self.adaptor(states.to(adaptor_dtype))
+        n_embeds = audio_embed_length(audio_lengths, self.encoder_config, self.cfg)
+        return embeds, _lengths_to_mask(n_embeds, embeds.shape[1])
+
+    def splice(self, input_ids: torch.Tensor, audio_embeds: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings with the audio slots (AUDIO_TOKEN_ID) filled by the adaptor outputs.
+
+        input_ids : (B, L); audio_embeds : (B, N, H); audio_mask : (B, N) -> (B, L, H)
+        """
+        slots = input_ids == AUDIO_TOKEN_ID  # (B, L)
+        per_row_slots, per_row_audio = slots.sum(1), audio_mask.sum(1)
+        if not torch.equal(per_row_slots, per_row_audio.to(per_row_slots.device)):
+            raise ValueError(
+                f"audio slots in the prompt {per_row_slots.tolist()} != audio embeddings {per_row_audio.tolist()} per clip; "
+                "build prompts with llast.processor.Processor (it uses audio_embed_length)"
+            )
+        embed = self.llm.get_input_embeddings()
+        text = embed(input_ids.masked_fill(slots, 0))  # (B, L, H)
+        audio = audio_embeds[audio_mask].to(text.dtype)  # (sum N_i, H), row by row in order
+        return text.masked_scatter(slots.unsqueeze(-1), audio)
+
+    def inputs_embeds(self, input_features, audio_lengths, input_ids) -> torch.Tensor:
+        audio_embeds, audio_mask = self.embed_audio(input_features, audio_lengths)
+        return self.splice(input_ids, audio_embeds, audio_mask)
+
+    # ------------------------------------------------------------------ LM
+    def forward(self, input_features, audio_lengths, input_ids, attention_mask, labels=None, **kwargs):
+        """Returns the LLM's CausalLMOutput; `loss` is the mean over target tokens when labels are given."""
+        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_features, audio_lengths, input_ids, attention_mask, **generate_kwargs) -> torch.Tensor:
+        """Token ids of the continuation only, (B, new_tokens). Prompts must be left padded."""
+        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def _lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]  # (B, width)
+
+
+def _whisper_encode_variable(enc, mel: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+    """Whisper encoder on real-length input (HF's forward insists on 3000 frames).
+
+    Positional embeddings are sliced to the input length; padded frames are zeroed after each
+    convolution and masked as attention keys, so a clip's states do not depend on its batch.
+    mel : (B, n_mels, F) -> (B, ceil(F/2), D)
+    """
+    F_in = mel.shape[-1]
+    mask_in = _lengths_to_mask(mel_lengths.clamp(max=F_in), F_in).to(mel.dtype)  # (B, F)
+    x = F.gelu(enc.conv1(mel)) * mask_in[:, None, :]
+    x = F.gelu(enc.conv2(x))  # (B, D, T)
+    T = x.shape[-1]
+    if T > enc.embed_positions.num_embeddings:
+        raise ValueError(f"audio of {T} encoder frames exceeds Whisper's {enc.embed_positions.num_embeddings} (30 s)")
+    frame_lengths = (mel_lengths - 1) // 2 + 1
+    mask = _lengths_to_mask(frame_lengths.clamp(min=1), T)  # (B, T)
+    x = x * mask[:, None, :].to(x.dtype)
+    x = x.permute(0, 2, 1) + enc.embed_positions.weight[:T]  # (B, T, D)
+    x = F.dropout(x, p=enc.dropout, training=enc.training)
+    # Additive key mask (B, 1, 1, T): works with the eager and sdpa attention kernels.
+    bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
+    bias = bias[:, None, None, :]
+    for layer in enc.layers:
+        x = layer(x, bias)
+        if isinstance(x, tuple):
+            x = x[0]
+    return enc.layer_norm(x)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def resolve_name(name: str) -> str:
+    """Bundled model name -> its prepared directory; local paths and hub ids pass through."""
+    if Path(name).is_dir():
+        return name
+    from llast import assets
+
+    return assets.resolve(name)
+
+
+def load_encoder_config(name: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_name(name))
+
+
+def _weight_files(path: str) -> list[Path]:
+    """Local safetensors/bin weight files of a model dir or hub id (downloaded through the HF cache)."""
+    local = Path(path)
+    if local.is_dir():
+        files = sorted(local.glob("*.safetensors")) or sorted(local.glob("pytorch_model*.bin"))
+        if not files:
+            raise CheckpointError(f"{path}: no *.safetensors or pytorch_model*.bin weights found")
+        return files
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = hf_hub_download(path, "model.safetensors.index.json")
+        shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+        return [Path(hf_hub_download(path, s)) for s in shards]
+    except Exception:
+        return [Path(hf_hub_download(path, "model.safetensors"))]
+
+
+def _read_prefixed(files: list[Path], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Tensors whose names start with one of `prefixes` (prefix stripped), read lazily."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    for p in prefixes:
+                        if k.startswith(p):
+                            out[k[len(p):]] = sf.get_tensor(k)
+                            break
+        else:
+            sd = torch.load(f, map_location="cpu", weights_only=True)
+            for k, v in sd.items():
+                for p in prefixes:
+                    if k.startswith(p):
+                        out[k[len(p):]] = v
+                        break
+    return out
+
+
+def load_whisper_encoder(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Whisper's ENCODER only: the decoder is neither built nor read from disk."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    path = resolve_name(name)
+    config = WhisperConfig.from_pretrained(path)
+    files = _weight_files(path)
+    state = _read_prefixed(files, ("model.encoder.", "encoder."))
+    if not state:  # a bare WhisperEncoder saved on its own (llast export)
+        state = _read_prefixed(files, ("",))
+    with torch.device("meta"):
+        encoder = WhisperEncoder(config)
+    missing = set(encoder.state_dict()) - set(state)
+    unexpected = set(state) - set(encoder.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: Whisper encoder weights do not match the config: missing {sorted(missing)[:8]}, "
+            f"unexpected {sorted(unexpected)[:8]}"
+        )
+    encoder.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    return encoder.to(dtype).eval()
+
+
+def load_encoder(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    config = load_encoder_config(name)
+    if encoder_family(config) == "whisper":
+        return load_whisper_encoder(name, dtype)
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(resolve_name(name), dtype=dtype)  # Wav2Vec2Model / HubertModel (CTC head dropped)
+    return model.eval()
+
+
+def load_llm(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_name(name), dtype=dtype).eval()
+
+
+def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Module | None = None) -> LLaST:
+    """LLaST with pretrained encoder and LLM loaded by name (bundled name, hub id or path) and a
+    freshly initialised adaptor. Pass `encoder`/`llm` to use modules already in memory."""
+    dtype = _DTYPES[cfg.dtype]
+    encoder = encoder if encoder is not None else load_encoder(cfg.encoder.name, dtype)
+    llm = llm if llm is not None else load_llm(cfg.llm.name, dtype)
+    enc_config = _unwrap(encoder).config
+    in_dim = enc_config.d_model if encoder_family(enc_config) == "whisper" else enc_config.hidden_size
+    adaptor = build_adaptor(cfg.adaptor, in_dim, llm.config.get_text_config().hidden_size)
+    model = LLaST(encoder, adaptor, llm, cfg)
+    if cfg.encoder.gradient_checkpointing:
+        _unwrap(encoder).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.llm.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.config.use_cache = False
+    return model

@@ -1,0 +1,362 @@
+"""An offline CoVoST-2-format corpus: Debian sentence pairs spoken by espeak-ng.
+
+Layout (what `llast.data.read_covost` reads)::
+
+    {out}/covost_v2.{src}_{tgt}.{split}.tsv     path, sentence, translation, client_id
+    {out}/{src}/clips_16k/synth_{src}_{n:06d}.wav  16 kHz mono 16-bit
+    {out}/synth.json                             the parameters, written last (= the corpus is complete)
+
+Sentence pairs: German-English from Debian `trans-de-en` (the Ding dictionary's example sentences) and
+game dialogue in de/fr/es/it with its English original from `fillets-ng-data`. Each clip gets a voice
+variant (the TSV's client_id, i.e. the "speaker"), speed and pitch, short silences at both ends, and
+for a `noise` fraction of clips white or pink noise at 15-30 dB SNR.
+
+No sentence appears in two splits: pairs are deduplicated by their normalised text on both sides, and
+the split of a pair is decided by its English side for all directions at once, so En->De test
+sentences are not De->En (or En->Fr) training sentences either.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import unicodedata
+import zlib
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from llast.audio import SAMPLE_RATE
+from llast.errors import DataError
+
+TRANS_DE_EN = Path("/usr/share/trans/de-en")
+FILLETS_SCRIPTS = Path("/usr/share/games/fillets-ng/script")
+FILLETS_LANGS = ("de", "fr", "es", "it")
+
+VOICES = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it"}  # espeak-ng voice per language
+VARIANTS = [f"m{i}" for i in range(1, 8)] + [f"f{i}" for i in range(1, 5)]
+SPLITS = ("train", "dev", "test")
+MIN_WORDS, MAX_WORDS = 4, 15
+FORMAT_VERSION = 1  # bump when the generated audio or text changes for the same parameters
+
+_BAD_CHARS = re.compile(r"[\[\]{}()<>;/~\\\"_*#=+|@&%$…\d]")
+_LUA_STRING = r'"((?:[^"\\]|\\.)*)"'
+_DIALOG = re.compile(r"dialogId\(\s*" + _LUA_STRING + r"\s*,\s*" + _LUA_STRING + r"\s*,\s*" + _LUA_STRING + r"\s*\)\s*dialogStr\(\s*" + _LUA_STRING + r"\s*\)")
+
+
+# ----------------------------------------------------------------------------- sentence pairs
+
+
+def normalise(text: str) -> str:
+    """Lower case, letters and digits only, single spaces: the key for deduplication."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def _clean(text: str, sentence_end: bool) -> str | None:
+    """The text if it is a clean sentence of MIN_WORDS..MAX_WORDS words, else None."""
+    text = " ".join(text.replace("\u00a0", " ").split())
+    if not text or _BAD_CHARS.search(text) or "..." in text or "--" in text:
+        return None
+    words = text.split()
+    if not MIN_WORDS <= len(words) <= MAX_WORDS:
+        return None
+    # Abbreviations and dictionary notation (etw., jdn., sb., Mr.) inside the sentence.
+    if any(w.endswith(".") and len(w) <= 4 for w in words[:-1]):
+        return None
+    if sentence_end and not text.endswith((".", "?", "!")):
+        return None
+    if not any(c.isalpha() for c in text):
+        return None
+    return text
+
+
+def trans_de_en_pairs(path: Path = TRANS_DE_EN) -> list[tuple[str, str]]:
+    """(German, English) example sentences of the Ding dictionary: lines ``de :: en``, alternatives ``|``."""
+    pairs = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("#") or "::" not in line:
+                continue
+            de_side, en_side = line.rstrip("\n").split("::", 1)
+            de_alts, en_alts = de_side.split("|"), en_side.split("|")
+            if len(de_alts) != len(en_alts):
+                continue
+            for de, en in zip(de_alts, en_alts):
+                de, en = _clean(de, True), _clean(en, True)
+                if de and en:
+                    pairs.append((de, en))
+    return pairs
+
+
+def _lua_unescape(s: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": " ", "t": " "}.get(m.group(1), m.group(1)), s)
+
+
+def fillets_pairs(lang: str, root: Path = FILLETS_SCRIPTS) -> list[tuple[str, str]]:
+    """(lang, English) dialogue lines of Fish Fillets: ``dialogId(key, font, english) dialogStr(lang)``."""
+    pairs = []
+    for path in sorted(root.glob(f"*/dialogs_{lang}.lua")):
+        for _key, _font, en, xx in _DIALOG.findall(path.read_text(encoding="utf-8", errors="replace")):
+            xx, en = _clean(_lua_unescape(xx), False), _clean(_lua_unescape(en), False)
+            if xx and en:
+                pairs.append((xx, en))
+    return pairs
+
+
+def language_pairs(lang: str) -> list[tuple[str, str]]:
+    """All (lang, English) pairs from the Debian sources, each side unique after normalisation."""
+    pairs: list[tuple[str, str]] = []
+    if lang == "de" and TRANS_DE_EN.is_file():
+        pairs += trans_de_en_pairs()
+    if lang in FILLETS_LANGS and FILLETS_SCRIPTS.is_dir():
+        pairs += fillets_pairs(lang)
+    seen_xx: set[str] = set()
+    seen_en: set[str] = set()
+    unique = []
+    for xx, en in pairs:
+        kx, ke = normalise(xx), normalise(en)
+        if kx in seen_xx or ke in seen_en:
+            continue
+        seen_xx.add(kx)
+        seen_en.add(ke)
+        unique.append((xx, en))
+    return unique
+
+
+def _parse_direction(direction: str) -> tuple[str, str, str]:
+    """"de-en" -> ("de", "en", "de"): source, target and the non-English language of the pair."""
+    parts = direction.split("-")
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"direction {direction!r}: expected src-tgt, e.g. de-en")
+    src, tgt = parts
+    if "en" not in (src, tgt) or src == tgt:
+        raise DataError(f"direction {direction!r}: synthetic pairs exist only between English and {', '.join(FILLETS_LANGS)}")
+    other = tgt if src == "en" else src
+    if other not in FILLETS_LANGS:
+        raise DataError(
+            f"direction {direction!r}: no sentence source for {other!r} (available: "
+            f"{', '.join(f'{x}-en, en-{x}' for x in FILLETS_LANGS)})"
+        )
+    return src, tgt, other
+
+
+def split_pairs(langs: list[str], sizes: dict[str, int], seed: int) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Pick sizes[split] (lang, en) pairs per language, each English sentence in one split for all languages.
+
+    Pairs are ranked by a seeded hash of their English side; a sentence already placed by another
+    language keeps its split.
+    """
+    placed: dict[str, str] = {}  # normalised English -> split
+    out = {}
+    for lang in sorted(langs):
+        pool = language_pairs(lang)
+        need = sum(sizes.values())
+        if len(pool) < need:
+            raise DataError(f"{lang}-en: only {len(pool)} clean sentence pairs, {need} asked for (train+dev+test)")
+        rank = lambda p: hashlib.sha1(f"{seed}\0{normalise(p[1])}".encode()).hexdigest()  # noqa: E731
+        chosen: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
+        for pair in sorted(pool, key=rank):
+            key = normalise(pair[1])
+            split = placed.get(key)
+            if split is None:
+                split = next((s for s in ("test", "dev", "train") if len(chosen[s]) < sizes[s]), None)
+                if split is None:
+                    break
+                placed[key] = split
+            if len(chosen[split]) < sizes[split]:
+                chosen[split].append(pair)
+        short = [s for s in SPLITS if len(chosen[s]) < sizes[s]]
+        if short:
+            raise DataError(f"{lang}-en: too few sentence pairs left for split(s) {', '.join(short)} after deduplication")
+        out[lang] = chosen
+    return out
+
+
+# ----------------------------------------------------------------------------- speech
+
+
+def _espeak(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """Speak `text` with espeak-ng; returns (float32 samples, sample rate)."""
+    proc = subprocess.run(
+        ["espeak-ng", "--stdout", "--stdin", "-v", voice, "-s", str(speed), "-p", str(pitch)],
+        input=text.encode("utf-8"),
+        capture_output=True,
+        timeout=120,
+    )
+    wav = proc.stdout
+    pos = wav.find(b"data")
+    if proc.returncode != 0 or not wav.startswith(b"RIFF") or pos < 0:
+        raise DataError(f"espeak-ng -v {voice} failed for {text!r}: {proc.stderr.decode(errors='replace').strip()}")
+    sr = int.from_bytes(wav[24:28], "little")
+    # The streamed header carries no real length, so read the PCM after the data chunk header directly.
+    pcm = wav[pos + 8 :]
+    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    return x, sr
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    f[0] = 1.0
+    x = np.fft.irfft(spec / np.sqrt(f), n)
+    return x / (x.std() + 1e-12)
+
+
+def _render(job: dict) -> float:
+    """Speak one clip, post-process it and write it (temp name, then rename). Returns its seconds."""
+    x, sr = _espeak(job["text"], job["voice"], job["speed"], job["pitch"])
+    if not np.any(np.abs(x) > 1e-4):
+        raise DataError(f"espeak-ng produced silence for {job['text']!r} ({job['voice']})")
+    x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float64)
+    rng = np.random.default_rng(job["noise_seed"])
+    x = x / (np.abs(x).max() + 1e-9) * job["peak"]
+    lead, trail = (int(s * SAMPLE_RATE) for s in job["silence"])
+    x = np.concatenate([np.zeros(lead), x, np.zeros(trail)])
+    if job["snr_db"] is not None:
+        noise = _pink(len(x), rng) if job["pink"] else rng.standard_normal(len(x))
+        speech_rms = np.sqrt(np.mean(x[lead : len(x) - trail] ** 2))
+        x = x + noise * speech_rms / (10 ** (job["snr_db"] / 20))
+    x = np.clip(x, -1.0, 1.0).astype(np.float32)
+    out = Path(job["path"])
+    tmp = out.with_name(out.name + ".part")
+    sf.write(str(tmp), x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, out)
+    return len(x) / SAMPLE_RATE
+
+
+def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: float) -> dict:
+    """The voice and post-processing of one clip, drawn from (seed, clip name) only: deterministic."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    variant = VARIANTS[rng.integers(len(VARIANTS))]
+    noisy = rng.random() < noise
+    return {
+        "text": text,
+        "voice": f"{VOICES[lang]}+{variant}",
+        "speed": int(rng.integers(130, 186)),
+        "pitch": int(rng.integers(30, 71)),
+        "peak": float(rng.uniform(0.4, 0.9)),
+        "silence": (float(rng.uniform(0.05, 0.4)), float(rng.uniform(0.05, 0.4))),
+        "snr_db": float(rng.uniform(15, 30)) if noisy else None,
+        "pink": bool(rng.random() < 0.5),
+        "noise_seed": [seed, zlib.crc32(name.encode()), 1],
+        "path": str(path),
+    }
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def synthesize_corpus(
+    out_dir: str | Path,
+    directions: list[str],
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    seed: int = 0,
+    noise: float = 0.3,
+    workers: int = 2,
+) -> dict:
+    """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
+
+    Deterministic for (directions, sizes, seed, noise); `workers` espeak-ng processes run in parallel.
+    If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
+    Raises DataError for a direction without a sentence source or with too few pairs.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    sizes = {"train": n_train, "dev": n_dev, "test": n_test}
+    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) == 0:
+        raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {n_train}, dev {n_dev}, test {n_test})")
+    if not directions:
+        raise DataError("synth: no directions given")
+    if not 0.0 <= noise <= 1.0:
+        raise DataError(f"synth: noise is a fraction of clips, got {noise}")
+    directions = list(dict.fromkeys(directions))
+    parsed = [_parse_direction(d) for d in directions]
+    params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise}
+    tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in SPLITS]
+    marker = out / "synth.json"
+    if marker.is_file() and all(p.is_file() for p in tsvs):
+        try:
+            done = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            done = None
+        if done is not None and done.get("params") == params:
+            print(f"{out}: corpus with the same parameters already complete; skipping")
+            return {**done, "skipped": True}
+    if shutil.which("espeak-ng") is None:
+        raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
+
+    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+
+    # Clip names: one clip per (source language, sentence), shared by directions with the same source.
+    clip_of: dict[tuple[str, str], tuple[str, str]] = {}  # (src, normalised text) -> (clip name, voice)
+    counts: dict[str, int] = {}
+    jobs = []
+    rows: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {}
+    for src, tgt, other in parsed:
+        (out / src / "clips_16k").mkdir(parents=True, exist_ok=True)
+        for split in SPLITS:
+            table = rows[(src, tgt, split)] = []
+            for xx, en in chosen[other][split]:
+                source, target = (en, xx) if src == "en" else (xx, en)
+                key = (src, normalise(source))
+                if key not in clip_of:
+                    name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
+                    counts[src] = counts.get(src, 0) + 1
+                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise)
+                    jobs.append(job)
+                    clip_of[key] = (name, job["voice"])
+                name, speaker = clip_of[key]
+                table.append((name, source, target, speaker))
+
+    start = time.time()
+    seconds = 0.0
+    bar = tqdm(total=len(jobs), desc="synthesizing clips", unit="clip")
+    try:
+        if workers <= 1:
+            for job in jobs:
+                seconds += _render(job)
+                bar.update(1)
+        else:
+            with get_context("spawn").Pool(workers) as pool:
+                for s in pool.imap_unordered(_render, jobs, chunksize=4):
+                    seconds += s
+                    bar.update(1)
+    finally:
+        bar.close()
+
+    for (src, tgt, split), table in rows.items():
+        path = out / f"covost_v2.{src}_{tgt}.{split}.tsv"
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+            w.writerow(["path", "sentence", "translation", "client_id"])
+            w.writerows(table)
+        os.replace(tmp, path)
+
+    summary = {
+        "params": params,
+        "out_dir": str(out),
+        "clips": len(jobs),
+        "hours": round(seconds / 3600, 4),
+        "tsv": {f"{s}-{t}": {split: len(rows[(s, t, split)]) for split in SPLITS} for s, t, _ in parsed},
+        "synth_seconds": round(time.time() - start, 1),
+    }
+    marker.write_text(json.dumps(summary, indent=2) + "\n")  # last: its presence means the corpus is complete
+    print(f"{out}: {len(jobs)} clips ({seconds / 60:.1f} min of audio) in {summary['synth_seconds']} s")
+    return {**summary, "skipped": False}

@@ -1,0 +1,251 @@
+"""The LLaST model, adaptor, dual LoRA and checkpoints on tiny random configs of the real architectures."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import tiny
+from llast.checkpoint import export_merged, load_checkpoint, save_checkpoint
+from llast.config import ConfigError, load_config
+from llast.errors import CheckpointError
+from llast.lora import apply_lora, param_counts, set_trainable
+from llast.model import AUDIO_TOKEN_ID, audio_embed_length, build_model
+from llast.processor import IGNORE_INDEX, Example, build_processor
+
+PAIRS = [("whisper", "llama"), ("whisper", "gemma3"), ("whisper", "qwen2"), ("wav2vec2", "llama"), ("hubert", "qwen2")]
+
+
+def _examples():
+    return [
+        Example(tiny.clip(1.3, 0), "fr", "en", "translate", "hello world"),
+        Example(tiny.clip(2.7, 1, 330.0), "de", "de", "transcribe", "guten tag"),
+        Example(tiny.clip(0.6, 2, 500.0), "es", "en", "translate", "hola"),
+    ]
+
+
+def _build(tiny_dirs, enc="whisper", llm="llama", **overrides):
+    cfg = tiny.tiny_config(tiny_dirs[enc], tiny_dirs[llm], **overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    return model, build_processor(cfg.model), cfg
+
+
+def _perturb_lora(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("enc,llm", PAIRS)
+def test_fresh_lora_leaves_logits_unchanged(tiny_dirs, enc, llm):
+    model, proc, cfg = _build(tiny_dirs, enc, llm)
+    batch = proc(_examples())
+    before = model(**batch).logits
+    apply_lora(model, cfg.model)
+    model.eval()
+    after = model(**batch).logits
+    torch.testing.assert_close(before, after)
+    _perturb_lora(model)
+    assert not torch.allclose(model(**batch).logits, before), "LoRA weights must reach the output"
+
+
+@pytest.mark.parametrize("enc,llm", PAIRS)
+def test_save_load_identical_logits(tiny_dirs, tmp_path, enc, llm):
+    model, proc, cfg = _build(tiny_dirs, enc, llm)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.eval()
+    batch = proc(_examples())
+    expected = model(**batch).logits
+    save_checkpoint(model, cfg, tmp_path / "ckpt")
+    loaded, loaded_cfg = load_checkpoint(tmp_path / "ckpt")
+    assert loaded_cfg == cfg
+    torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)
+
+
+def test_export_merged_matches(tiny_dirs, tmp_path):
+    model, proc, cfg = _build(tiny_dirs)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.eval()
+    batch = proc(_examples())
+    expected = model(**batch).logits
+    save_checkpoint(model, cfg, tmp_path / "ckpt")
+    export_merged(tmp_path / "ckpt", tmp_path / "merged")
+    merged, mcfg = load_checkpoint(tmp_path / "merged")
+    assert not hasattr(merged.llm, "peft_config") and not hasattr(merged.encoder, "peft_config")
+    torch.testing.assert_close(merged(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_load_with_wrong_keys_fails(tiny_dirs, tmp_path):
+    model, proc, cfg = _build(tiny_dirs)
+    apply_lora(model, cfg.model)
+    ckpt = save_checkpoint(model, cfg, tmp_path / "ckpt")
+    # Adaptor: a renamed tensor.
+    state = load_file(str(ckpt / "adaptor.safetensors"))
+    key = next(iter(state))
+    state["bogus.weight"] = state.pop(key)
+    save_file(state, str(ckpt / "adaptor.safetensors"))
+    with pytest.raises(CheckpointError, match="bogus.weight"):
+        load_checkpoint(ckpt)
+    # LoRA: an unexpected tensor, and a missing one.
+    ckpt = save_checkpoint(model, cfg, tmp_path / "ckpt2")
+    lora_file = ckpt / "llm_lora" / "adapter_model.safetensors"
+    state = load_file(str(lora_file))
+    dropped = sorted(state)[0]
+    state.pop(dropped)
+    state["base_model.model.extra.lora_A.weight"] = torch.zeros(1)
+    save_file(state, str(lora_file))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(ckpt)
+    assert dropped in str(err.value) and "extra.lora_A" in str(err.value)
+    # LoRA switched off in the config but present on disk.
+    ckpt = save_checkpoint(model, cfg, tmp_path / "ckpt3")
+    text = (ckpt / "config.yaml").read_text().replace("enabled: true", "enabled: false")
+    (ckpt / "config.yaml").write_text(text)
+    with pytest.raises(CheckpointError, match="LoRA is off"):
+        load_checkpoint(ckpt)
+
+
+def test_incomplete_checkpoint_is_refused(tiny_dirs, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("{}")
+    with pytest.raises(CheckpointError, match="llast.json"):
+        load_checkpoint(tmp_path / "half")
+
+
+def test_splice_count_mismatch_raises(tiny_dirs):
+    model, proc, _ = _build(tiny_dirs)
+    batch = proc(_examples())
+    ids = batch["input_ids"].clone()
+    row = ids[0]
+    first = int((row == AUDIO_TOKEN_ID).nonzero()[0])
+    ids[0, first] = 5  # one slot fewer than audio embeddings
+    with pytest.raises(ValueError, match="audio slots"):
+        model(**{**batch, "input_ids": ids})
+
+
+def test_labels_mask_exactly_prompt_and_audio(tiny_dirs):
+    _, proc, _ = _build(tiny_dirs)
+    examples = _examples()
+    batch = proc(examples)
+    for i, e in enumerate(examples):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        target = proc.target_ids(e.target)
+        n = int(mask.sum())
+        assert bool(mask[:n].all()) and not bool(mask[n:].any()), "training batches are right padded"
+        supervised = labels[:n] != IGNORE_INDEX
+        assert supervised.sum() == len(target)
+        assert labels[:n][supervised].tolist() == target  # target tokens and EOS, nothing else
+        assert labels[:n][: n - len(target)].eq(IGNORE_INDEX).all()
+        assert (ids[:n] == AUDIO_TOKEN_ID).sum() == audio_embed_length(len(e.audio), proc.encoder_config, proc.cfg)
+        assert labels[n:].eq(IGNORE_INDEX).all()
+        assert target[-1] == proc.tokenizer.eos_token_id
+
+
+def _trainable_parts(model):
+    return {part: c["trainable"] > 0 for part, c in param_counts(model).items()}
+
+
+@pytest.mark.parametrize(
+    "s_lora,l_lora", [(False, False), (True, False), (False, True), (True, True)], ids=["adaptor", "s-lora", "l-lora", "dual"]
+)
+def test_trainable_parameters_per_mode(tiny_dirs, s_lora, l_lora):
+    model, _, cfg = _build(tiny_dirs, model__encoder__lora__enabled=s_lora, model__llm__lora__enabled=l_lora)
+    apply_lora(model, cfg.model)
+    assert _trainable_parts(model) == {"encoder": s_lora, "adaptor": True, "llm": l_lora}
+    for name, p in model.named_parameters():
+        expected = name.startswith("adaptor.") or "lora_" in name
+        assert p.requires_grad == expected, name
+    set_trainable(model, adaptor_only=True)  # LST stage 1
+    assert _trainable_parts(model) == {"encoder": False, "adaptor": True, "llm": False}
+
+
+def test_dual_lora_backward_reaches_all_parts(tiny_dirs):
+    model, proc, cfg = _build(tiny_dirs)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.train()
+    model(**proc(_examples())).loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("enc", ["whisper", "wav2vec2"])
+@pytest.mark.parametrize("adaptor", [{"model__adaptor__stack": 1}, {"model__adaptor__stack": 3}, {"model__adaptor__type": "lst"}])
+def test_audio_embed_length_matches_model(tiny_dirs, enc, adaptor):
+    model, proc, cfg = _build(tiny_dirs, enc, "llama", **adaptor)
+    examples = _examples()
+    batch = proc(examples)
+    embeds, mask = model.embed_audio(batch["input_features"], batch["audio_lengths"])
+    expected = [audio_embed_length(len(e.audio), proc.encoder_config, cfg.model) for e in examples]
+    assert mask.sum(1).tolist() == expected
+    assert embeds.shape[1] == max(expected)
+
+
+def test_pad30_and_variable_agree_on_shapes_and_masking(tiny_dirs):
+    var_model, var_proc, _ = _build(tiny_dirs)
+    pad_model, pad_proc, _ = _build(tiny_dirs, model__encoder__input_length="pad30")
+    examples = _examples()
+    vb, pb = var_proc(examples), pad_proc(examples)
+    assert pb["input_features"].shape[-1] == 3000
+    assert vb["input_features"].shape[-1] < 3000
+    ve, vm = var_model.embed_audio(vb["input_features"], vb["audio_lengths"])
+    pe, pm = pad_model.embed_audio(pb["input_features"], pb["audio_lengths"])
+    assert ve.shape == pe.shape and torch.equal(vm, pm)
+    torch.testing.assert_close(vb["input_ids"], pb["input_ids"])  # same prompt slots either way
+    # Variable length: a clip's embeddings do not depend on what it is batched with.
+    for i, e in enumerate(examples):
+        single = var_proc([e])
+        se, sm = var_model.embed_audio(single["input_features"], single["audio_lengths"])
+        n = int(sm.sum())
+        torch.testing.assert_close(se[0, :n], ve[i, :n], rtol=1e-4, atol=1e-5)
+
+
+def test_pad30_features_match_hf_feature_extractor(tiny_dirs):
+    from transformers import WhisperFeatureExtractor
+
+    _, proc, _ = _build(tiny_dirs, model__encoder__input_length="pad30")
+    audio = tiny.clip(3.2)
+    ours = proc.features([audio])[0][0]
+    ref = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000, return_tensors="pt").input_features[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_generation_is_deterministic_and_left_padded(tiny_dirs):
+    model, proc, cfg = _build(tiny_dirs)
+    batch = proc([Example(e.audio, e.src_lang, e.tgt_lang, e.task) for e in _examples()])
+    assert batch["attention_mask"][:, -1].all(), "generation batches are left padded"
+    a = model.generate(**batch, max_new_tokens=6, do_sample=False, num_beams=1)
+    b = model.generate(**batch, max_new_tokens=6, do_sample=False, num_beams=1)
+    assert torch.equal(a, b) and a.shape[0] == 3
+
+
+def test_every_yaml_config_loads():
+    configs = sorted(Path(__file__).parent.parent.glob("configs/**/*.yaml"))
+    assert configs, "configs/ holds the shipped configs"
+    for path in configs:
+        if path.parent.name == "accelerate":
+            continue  # Accelerate launcher configs, not llast configs
+        cfg = load_config(path)
+        assert cfg.model.encoder.name and cfg.model.llm.name, path
+
+
+def test_bad_config_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  adaptor:\n    stak: 4\n")
+    with pytest.raises(ConfigError, match=r"model\.adaptor\.stak"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_config(None, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="model.encoder.input_length"):
+        load_config(None, ["model.encoder.input_length=pad31"])
+    cfg = load_config(None, ["train.lr=1e-4", "model.adaptor.stack=4"])
+    assert cfg.train.lr == 1e-4 and cfg.model.adaptor.stack == 4

@@ -1,0 +1,120 @@
+"""Tiny random models of the REAL architectures, written as ordinary HF model directories, so the
+tests go through the same by-path loading that users' hub ids and local paths take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llast.config import Config, from_dict
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "Translate the French sentence into English.",
+    "Transcribe the German sentence into German.",
+    "Translate the Spanish sentence into English. Italian Japanese Chinese",
+    "hello world this is a small test of the tiny tokenizer",
+    "bonjour le monde guten tag hola mundo",
+    "user assistant system",
+]
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_CORPUS * 3, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def write_llm(path: Path, arch: str = "llama", seed: int = 0) -> Path:
+    """A tiny causal LM (llama | qwen2 | gemma3) with the tiny tokenizer."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    tok = make_tokenizer()
+    common = dict(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=None, tie_word_embeddings=False,
+    )
+    if arch == "llama":
+        config = LlamaConfig(**common)
+    elif arch == "qwen2":
+        config = Qwen2Config(**common)
+    elif arch == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=64)
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_whisper(path: Path, seed: int = 0) -> Path:
+    """A tiny Whisper (encoder AND decoder saved, like a real checkpoint)."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=100, num_mel_bins=80, d_model=16, encoder_layers=2, encoder_attention_heads=4,
+        decoder_layers=1, decoder_attention_heads=4, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(config).save_pretrained(path)
+    return path
+
+
+def write_wav2vec2(path: Path, seed: int = 0, hubert: bool = False) -> Path:
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    kw = dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+        conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+    )
+    torch.manual_seed(seed)
+    model = HubertModel(HubertConfig(**kw)) if hubert else Wav2Vec2Model(Wav2Vec2Config(**kw))
+    model.save_pretrained(path)
+    return path
+
+
+def tiny_config(encoder_dir: Path, llm_dir: Path, **overrides) -> Config:
+    data = {
+        "model": {
+            "encoder": {"name": str(encoder_dir), "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "llm": {"name": str(llm_dir), "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        },
+    }
+    cfg = from_dict(data)
+    for key, value in overrides.items():
+        obj = cfg
+        parts = key.split("__")
+        for p in parts[:-1]:
+            obj = getattr(obj, p)
+        setattr(obj, parts[-1], value)
+    return cfg
+
+
+def clip(seconds: float, seed: int = 0, freq: float = 220.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
