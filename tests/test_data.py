@@ -260,7 +260,6 @@ def test_duration_sampler_ranks():
     r0 = list(DurationBatchSampler(d, None, rank=0, **kw))
     r1 = list(DurationBatchSampler(d, None, rank=1, **kw))
     assert len(r0) == len(r1)
-    assert sorted(i for b in r0 + r1 for i in b)[:1] == [0]
     assert set(i for b in r0 + r1 for i in b) == set(range(101))  # padding repeats, never drops
     k0 = list(DurationBatchSampler(d, None, rank=0, drop_last=True, **kw))
     k1 = list(DurationBatchSampler(d, None, rank=1, drop_last=True, **kw))

@@ -118,3 +118,50 @@ def clip(seconds: float, seed: int = 0, freq: float = 220.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+_WORDS = ["hello", "world", "this", "is", "a", "small", "test", "bonjour", "le", "monde", "guten", "tag", "hola", "mundo"]
+
+
+def write_corpus(root: Path, directions=("fr_en", "de_en"), n_train: int = 12, n_dev: int = 4, seed: int = 0) -> Path:
+    """A tiny CoVoST-2-format corpus of tone clips (0.4-1.6 s) with short texts from the tiny vocabulary."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    for d in directions:
+        src = d.split("_")[0]
+        clips = root / src / "clips_16k"
+        clips.mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("dev", n_dev)):
+            lines = ["path\tsentence\ttranslation\tclient_id"]
+            for i in range(n):
+                name = f"{src}_{split}_{i}.wav"
+                seconds = float(rng.uniform(0.4, 1.6))
+                sf.write(clips / name, clip(seconds, seed=i, freq=float(rng.uniform(150, 600))), 16000)
+                words = " ".join(rng.choice(_WORDS, size=int(rng.integers(1, 4))))
+                lines.append(f"{name}\t{words} {src}\t{words}\tspk{i % 3}")
+            (root / f"covost_v2.{d}.{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_train_yaml(path: Path, encoder_dir: Path, llm_dir: Path, corpus: Path, out_dir: Path, **train) -> Path:
+    import yaml
+
+    cfg = {
+        "model": {
+            "encoder": {"name": str(encoder_dir), "lora": {"r": 4, "alpha": 8, "dropout": 0.05}},
+            "adaptor": {"stack": 2},
+            "llm": {"name": str(llm_dir), "lora": {"r": 4, "alpha": 8, "dropout": 0.05}},
+        },
+        "data": {
+            "train": [{"format": "covost", "path": str(corpus / "covost_v2.fr_en.train.tsv")},
+                      {"format": "covost", "path": str(corpus / "covost_v2.de_en.train.tsv")}],
+            "dev": [{"format": "covost", "path": str(corpus / "covost_v2.fr_en.dev.tsv")}],
+            "batching": "count",
+            "batch_size": 4,
+        },
+        "train": {"out_dir": str(out_dir), "lr": 3e-3, "log_every": 1, "save_every": 100, "seed": 0, **train},
+        "decode": {"num_beams": 2, "max_new_tokens": 8},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path

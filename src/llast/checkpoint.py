@@ -27,8 +27,10 @@ from llast.errors import CheckpointError
 FORMAT = 1
 
 
-def save_checkpoint(model, cfg: Config, path: str | Path) -> Path:
-    """Write `model` (LLaST, LoRA applied or not) and its config to `path`, atomically."""
+def save_checkpoint(model, cfg: Config, path: str | Path, trainer_state: dict | None = None) -> Path:
+    """Write `model` (LLaST, LoRA applied or not) and its config to `path`, atomically (a temporary
+    directory renamed into place). `trainer_state` (optimizer, scheduler, RNG, data position) is
+    written beside the weights for `llast train --resume`."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -44,6 +46,8 @@ def save_checkpoint(model, cfg: Config, path: str | Path) -> Path:
         if hasattr(module, "peft_config"):
             module.save_pretrained(str(tmp / f"{part}_lora"))
             parts.append(f"{part}_lora")
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / "trainer_state.pt")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": False, "parts": parts}))
     if path.exists():
         old = path.with_name(path.name + ".old")

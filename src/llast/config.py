@@ -100,7 +100,7 @@ class DataSource:
     # "jsonl": a manifest, one JSON object per line (see llast.data).
     format: str = "covost"
     path: str = ""  # the TSV / the manifest / the MuST-C split folder
-    audio_dir: str | None = None  # covost: folder of clips (default: the TSV's folder/clips)
+    audio_dir: str | None = None  # covost: folder of clips (default: {tsv folder}/{src}/clips_16k, then .../clips)
     src: str | None = None  # language codes as the corpus writes them (fr, de, zh-CN, ...)
     tgt: str | None = None
     weight: float = 1.0  # sampling weight of this source in the mix

@@ -1,0 +1,335 @@
+"""`llast train`: one explicit training loop, on one process or many (HF Accelerate: DDP, FSDP,
+DeepSpeed ZeRO-2), resumable from any checkpoint with the same losses as an uninterrupted run.
+
+    out_dir/
+      checkpoint-0000050/   model checkpoint (see llast.checkpoint) + trainer_state.pt
+      final/                model checkpoint at the end
+      log.jsonl             one JSON object per logged step / evaluation
+      tb/                   TensorBoard events
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from llast.checkpoint import load_weights, save_checkpoint
+from llast.config import Config
+from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
+from llast.errors import CheckpointError, DataError
+from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable
+from llast.model import build_model
+from llast.processor import Example, build_processor
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class Collator:
+    """Dataset items -> (model batch, meta). Skipped clips (None) are dropped and counted."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, items):
+        good, n_bad = filter_batch(items)
+        meta = {"n_bad": n_bad, "n_samples": len(good), "audio_seconds": sum(len(x["audio"]) for x in good) / 16000}
+        if not good:
+            return None, meta
+        examples = [
+            Example(x["audio"], x["sample"].src_lang, x["sample"].tgt_lang, x["sample"].task, x["sample"].target_text)
+            for x in good
+        ]
+        return self.processor(examples), meta
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
+    """Linear warmup to the peak, then linear (paper) or cosine (released code) decay to 0."""
+    warmup = max(1, int(round(warmup_ratio * total_steps))) if warmup_ratio > 0 else 0
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+    return f
+
+
+def make_sampler(cfg: Config, samples, num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
+    durations = [s.duration or 0.0 for s in samples]
+    weights = [s.weight for s in samples]
+    d = cfg.data
+    if d.batching == "duration":
+        return DurationBatchSampler(
+            durations, weights, max_batch_seconds=d.max_batch_seconds, max_batch_size=d.batch_size,
+            num_buckets=d.num_buckets, shuffle=shuffle, seed=cfg.train.seed, num_replicas=num_replicas, rank=rank,
+        )
+    return CountBatchSampler(
+        durations, weights, batch_size=d.batch_size, shuffle=shuffle, seed=cfg.train.seed,
+        num_replicas=num_replicas, rank=rank,
+    )
+
+
+def find_latest_checkpoint(out_dir: Path) -> Path | None:
+    found = []
+    for p in out_dir.glob("checkpoint-*"):
+        m = _CKPT.match(p.name)
+        if m and (p / "llast.json").is_file() and (p / "trainer_state.pt").is_file():
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+class _Logger:
+    """JSONL + TensorBoard, main process only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.jsonl = open(out_dir / "log.jsonl", "a")
+            self.tb = SummaryWriter(str(out_dir / "tb"))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.tb.close()
+
+
+@torch.no_grad()
+def dev_loss(model, loader, device, max_samples: int) -> float:
+    """Target-token-weighted mean loss over the dev loader."""
+    model.eval()
+    total, tokens, seen = 0.0, 0, 0
+    for batch, meta in loader:
+        if batch is None:
+            continue
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        tokens += n
+        seen += meta["n_samples"]
+        if seen >= max_samples:
+            break
+    model.train()
+    return total / max(tokens, 1)
+
+
+def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
+    """Train as `cfg` says; returns the final checkpoint directory (out_dir/final)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    tc = cfg.train
+    out_dir = Path(tc.out_dir)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.model.adaptor_only_steps > 0 else []
+    accelerator = Accelerator(
+        gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
+        kwargs_handlers=handlers,
+    )
+    main = accelerator.is_main_process
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+
+    # ---------------------------------------------------------------- data
+    if not cfg.data.train:
+        raise DataError("data.train: no training data configured")
+    samples = build_samples(cfg.data.train, cfg.data.asr_augment, cfg.data.asr_weight)
+    if not samples:
+        raise DataError("data.train: the configured sources hold no samples")
+    too_long = [s for s in samples if (s.duration or 0) > cfg.model.encoder.max_seconds]
+    if too_long and not cfg.data.skip_bad:
+        s = too_long[0]
+        raise DataError(
+            f"{s.audio}: {s.duration:.1f} s is longer than model.encoder.max_seconds={cfg.model.encoder.max_seconds} "
+            f"({len(too_long)} such clips; set data.skip_bad=true to skip them)"
+        )
+    samples = [s for s in samples if s not in too_long]
+    say(f"[train] {len(samples)} training samples, {sum(s.duration or 0 for s in samples) / 3600:.2f} h of audio")
+
+    # ---------------------------------------------------------------- model
+    model = build_model(cfg.model)
+    apply_lora(model, cfg.model)
+    processor = build_processor(cfg.model, encoder_config=model.encoder_config)
+    set_trainable(model, adaptor_only=cfg.model.adaptor_only_steps > 0)
+    say(format_param_counts(param_counts(model)))
+    # Every parameter that may train (adaptor + LoRA) goes to the optimizer from the start, so the
+    # LST stage switch changes only requires_grad (AdamW skips parameters without gradients).
+    params = [p for n, p in model.named_parameters() if n.startswith("adaptor.") or "lora_" in n]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+
+    sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
+    dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad)
+    collate = Collator(processor)
+    # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume).
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(tc.seed),
+    )
+    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
+    total_steps = tc.max_steps or steps_per_epoch * tc.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tc.warmup_ratio, tc.schedule))
+
+    dev_loader = None
+    if cfg.data.dev and tc.eval_every:
+        dev_samples = build_samples(cfg.data.dev, asr_augment=False)
+        dev_loader = torch.utils.data.DataLoader(
+            SpeechDataset(dev_samples, cfg.model.encoder.max_seconds, skip_bad=True),
+            batch_sampler=make_sampler(cfg, dev_samples, shuffle=False), collate_fn=collate,
+        )
+
+    if accelerator.state.deepspeed_plugin is not None:  # batches come from our own sampler
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # ---------------------------------------------------------------- resume
+    step, epoch, batches_done = 0, 0, 0
+    ckpt = None
+    if resume not in ("no", "none", ""):
+        ckpt = find_latest_checkpoint(out_dir) if resume == "auto" else Path(resume)
+        if ckpt is not None and not (ckpt / "trainer_state.pt").is_file():
+            raise CheckpointError(f"{ckpt}: no trainer_state.pt; cannot resume training from it")
+    if ckpt is not None:
+        load_weights(accelerator.unwrap_model(model), ckpt)
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
+        _set_rng_state(state["rng"])
+        sampler.load_state_dict({"epoch": epoch, "batches_done": batches_done})
+        say(f"[train] resumed from {ckpt} at step {step} (epoch {epoch}, batch {batches_done})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out_dir, main)
+
+    def save(path: Path, with_state: bool) -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            state = None
+            if with_state:
+                state = {
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                    "epoch": epoch, "batches_done": batches_done, "rng": _rng_state(),
+                }
+            save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state)
+            if with_state:
+                old = sorted((p for p in out_dir.glob("checkpoint-*") if _CKPT.match(p.name)), key=lambda p: p.name)
+                for p in old[: max(0, len(old) - tc.keep_last)]:
+                    shutil.rmtree(p, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    # ---------------------------------------------------------------- loop
+    device = accelerator.device
+    model.train()
+    start = time.time()
+    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (main and progress), file=sys.stderr)
+    window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
+    n_bad = 0
+    done = step >= total_steps
+    if len(sampler) == 0:
+        raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
+    stage = None
+    while not done:
+        if tc.max_steps is None and epoch >= tc.epochs:
+            break
+        sampler.set_epoch(epoch)
+        for batch, meta in loader:
+            batches_done += 1
+            n_bad += meta["n_bad"]
+            adaptor_only = step < cfg.model.adaptor_only_steps
+            if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
+                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
+                stage = adaptor_only
+            if batch is None:
+                continue
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, tc.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            window["loss"] += float(loss.detach())
+            window["micro"] += 1
+            window["audio"] += meta["audio_seconds"]
+            window["samples"] += meta["n_samples"]
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % tc.log_every == 0 or step == total_steps:
+                loss_mean = accelerator.reduce(torch.tensor(window["loss"] / window["micro"], device=device), "mean").item()
+                audio = accelerator.reduce(torch.tensor(window["audio"], device=device), "sum").item()
+                n_samp = accelerator.reduce(torch.tensor(float(window["samples"]), device=device), "sum").item()
+                dt = time.time() - window["t0"]
+                record = {
+                    "step": step, "epoch": epoch, "loss": round(loss_mean, 5), "lr": scheduler.get_last_lr()[0],
+                    "audio_sec_per_sec": round(audio / dt, 3), "samples_per_sec": round(n_samp / dt, 3),
+                    "elapsed_s": round(time.time() - start, 1), "stage": "adaptor" if adaptor_only else "all",
+                }
+                logger.log(record)
+                bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{record['lr']:.2e}", aps=f"{record['audio_sec_per_sec']:.1f}")
+                window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
+            if dev_loader is not None and step % tc.eval_every == 0:
+                record = {"step": step, "dev_loss": dev_loss(model, dev_loader, device, tc.eval_max_samples)}
+                logger.log(record)
+                say(f"[train] step {step}: dev loss {record['dev_loss']:.4f}")
+            out_of_time = deadline is not None and time.time() > deadline
+            done = step >= total_steps or out_of_time
+            if step % tc.save_every == 0 or done:
+                save(out_dir / f"checkpoint-{step:07d}", with_state=True)
+            if done:
+                if out_of_time:
+                    say(f"[train] stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
+                break
+        if not done:
+            epoch += 1
+            batches_done = 0
+    bar.close()
+    if n_bad:
+        say(f"[train] skipped {n_bad} unreadable clips (data.skip_bad)")
+    final = out_dir / "final"
+    save(final, with_state=False)
+    logger.close()
+    say(f"[train] done: {step} steps in {time.time() - start:.0f} s; final checkpoint {final}")
+    return final

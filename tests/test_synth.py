@@ -1,0 +1,96 @@
+import csv
+import shutil
+
+import pytest
+import soundfile as sf
+
+from llast import synth
+from llast.data import read_covost
+from llast.errors import DataError
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or not synth.FILLETS_SCRIPTS.is_dir() or not synth.TRANS_DE_EN.is_file(),
+    reason="needs Debian espeak-ng, trans-de-en and fillets-ng-data",
+)
+SIZES = dict(n_train=6, n_dev=2, n_test=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "a"
+    summary = synth.synthesize_corpus(out, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, workers=2)
+    return out, summary
+
+
+def rows(tsv):
+    with open(tsv, encoding="utf-8", newline="") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+
+
+def test_layout_and_format(corpus):
+    out, summary = corpus
+    assert not summary["skipped"] and summary["tsv"]["fr-en"] == {"train": 6, "dev": 2, "test": 2}
+    for src, tgt in (("de", "en"), ("fr", "en"), ("en", "de")):
+        for split, n in (("train", 6), ("dev", 2), ("test", 2)):
+            tsv = out / f"covost_v2.{src}_{tgt}.{split}.tsv"
+            table = rows(tsv)
+            assert table[0] == ["path", "sentence", "translation", "client_id"]
+            assert len(table) == n + 1 and all(len(r) == 4 for r in table)
+            for name, sentence, translation, speaker in table[1:]:
+                assert name.startswith(f"synth_{src}_") and name.endswith(".wav")
+                assert sentence and translation and speaker.split("+")[0] == synth.VOICES[src]
+                info = sf.info(out / src / "clips_16k" / name)
+                assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+                assert 0.5 < info.duration < 15
+            samples = read_covost(tsv)  # the reader finds {src}/clips_16k by default
+            assert len(samples) == n and samples[0].src_lang == src
+    assert (out / "synth.json").is_file()
+
+
+def test_no_sentence_in_two_splits(corpus):
+    out, _ = corpus
+    by_split: dict[str, set[str]] = {"train": set(), "dev": set(), "test": set()}
+    for tsv in out.glob("covost_v2.*.tsv"):
+        split = tsv.name.split(".")[2]
+        for _, sentence, translation, _ in rows(tsv)[1:]:
+            # Both sides: De->En and En->De share their pairs, so an English sentence has one split.
+            by_split[split] |= {synth.normalise(sentence), synth.normalise(translation)}
+    assert not by_split["train"] & by_split["dev"]
+    assert not by_split["train"] & by_split["test"]
+    assert not by_split["dev"] & by_split["test"]
+
+
+def test_deterministic_and_skips_complete_corpus(corpus, tmp_path, capsys):
+    out, _ = corpus
+    again = tmp_path / "b"
+    synth.synthesize_corpus(again, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, workers=1)
+    for tsv in out.glob("*.tsv"):
+        assert (again / tsv.name).read_bytes() == tsv.read_bytes()
+    for clip in (out / "fr" / "clips_16k").glob("*.wav"):
+        assert (again / "fr" / "clips_16k" / clip.name).read_bytes() == clip.read_bytes()
+    capsys.readouterr()
+    summary = synth.synthesize_corpus(again, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5)
+    assert summary["skipped"] and "skipping" in capsys.readouterr().out
+    other = synth.synthesize_corpus(tmp_path / "c", ["fr-en"], **SIZES, seed=8, noise=0.5)
+    assert not other["skipped"]
+    assert (tmp_path / "c" / "covost_v2.fr_en.train.tsv").read_bytes() != (out / "covost_v2.fr_en.train.tsv").read_bytes()
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="no sentence source for 'ja'"):
+        synth.synthesize_corpus(tmp_path, ["ja-en"], 2, 1, 1)
+    with pytest.raises(DataError, match="fr-en: only .* clean sentence pairs"):
+        synth.synthesize_corpus(tmp_path, ["fr-en"], 100000, 1, 1)
+    with pytest.raises(DataError, match="expected src-tgt"):
+        synth.synthesize_corpus(tmp_path, ["fr"], 2, 1, 1)
+
+
+def test_sentence_sources_are_clean():
+    de = synth.language_pairs("de")
+    fr = synth.language_pairs("fr")
+    assert len(de) > 10000 and len(fr) > 500
+    for xx, en in de[:2000] + fr:
+        for text in (xx, en):
+            assert synth.MIN_WORDS <= len(text.split()) <= synth.MAX_WORDS
+            assert not any(c in text for c in "[]{}()<>;|\t\\\"")
+    assert len({synth.normalise(x) for x, _ in de}) == len(de)
