@@ -106,7 +106,7 @@ def write_whisper_side_files(data_dir: Path, multilingual: bool) -> dict[str, in
     The .en layout has every special id one lower than the multilingual one, as the real files do.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     n_text = 50257 if multilingual else 50256  # ordinary tokens before <|endoftext|>
     byte_tokens = list(bytes_to_unicode().values())
@@ -267,7 +267,7 @@ def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> np.ndarray:
 def write_tiny_llama_gguf(path: Path, with_template: bool = True):
     import gguf
     from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     tokens = list(bytes_to_unicode().values()) + ["Ġt", "he", "<s>", "</s>"]
     types = [1] * (len(tokens) - 2) + [3, 3]  # 3 = control

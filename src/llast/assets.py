@@ -311,6 +311,14 @@ def _clean_stale(models: Path, name: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _relax_modes(root: Path) -> None:
+    """Give files the umask's usual mode: some writers (safetensors, mkdtemp) leave them owner-only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 def _dir_files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -350,6 +358,7 @@ def _prepare_one(asset: Asset, force: bool) -> Path:
             raise
         except Exception as e:  # a broken conversion shows up as any error of transformers/torch
             raise AssetError(f"{asset.name}: converted model in {out} failed verification: {e}") from e
+        _relax_modes(out)
         marker = {
             "marker_version": MARKER_VERSION,
             "name": asset.name,

@@ -1,0 +1,170 @@
+"""Decoding (batched beam search, greedy) and evaluation (SacreBLEU as the paper and peers report it)."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import tiny
+from llast.checkpoint import load_model, save_checkpoint
+from llast.cli import main
+from llast.decode import Translator, split_long
+from llast.errors import AudioError
+from llast.evaluate import bleu_tokenizer, evaluate, group_sets, score
+from llast.lora import apply_lora
+from llast.model import build_model
+from llast.processor import Example
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_dirs, tmp_path_factory):
+    """A tiny dual-LoRA checkpoint with non-zero LoRA weights."""
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    cfg.decode.max_new_tokens = 6
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    apply_lora(model, cfg.model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def translator(ckpt):
+    return load_model(ckpt)
+
+
+def _clips():
+    return [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0)])]
+
+
+def test_greedy_equals_beam_1_and_manual_argmax(translator):
+    clips = _clips()
+    examples = [Example(a, "fr", "en") for a in clips]
+    beam1 = translator.generate(examples, translator.decode_config(num_beams=1))
+    # Manual greedy decoding without the KV cache, one clip at a time.
+    model, proc = translator.model, translator.processor
+    for ex, text in zip(examples, beam1):
+        batch = proc([ex])
+        embeds = model.inputs_embeds(batch["input_features"], batch["audio_lengths"], batch["input_ids"])
+        ids = []
+        for _ in range(translator.cfg.decode.max_new_tokens):
+            with torch.no_grad():
+                logits = model.llm(inputs_embeds=embeds).logits[:, -1]
+            nxt = int(logits.argmax(-1))
+            if nxt == proc.tokenizer.eos_token_id:
+                break
+            ids.append(nxt)
+            embeds = torch.cat([embeds, model.llm.get_input_embeddings()(torch.tensor([[nxt]]))], dim=1)
+        assert proc.tokenizer.decode(ids, skip_special_tokens=True).strip() == text
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_batched_equals_one_by_one(translator, beams):
+    clips = _clips()
+    batched = translator.translate(clips, src="fr", tgt="en", num_beams=beams, batch_size=4)
+    single = [translator.translate(c, src="fr", tgt="en", num_beams=beams, batch_size=1) for c in clips]
+    assert isinstance(single[0], str) and isinstance(batched, list)
+    assert batched == single
+    assert translator.translate(clips, src="fr", tgt="en", num_beams=beams) == batched  # deterministic
+
+
+def test_translate_accepts_paths_and_any_rate(translator, tmp_path):
+    audio = tiny.clip(1.0)
+    sf.write(tmp_path / "a16.wav", audio, 16000)
+    import soxr
+
+    sf.write(tmp_path / "a44.flac", np.stack([soxr.resample(audio, 16000, 44100)] * 2, axis=1), 44100)
+    out = translator.translate([str(tmp_path / "a16.wav"), tmp_path / "a44.flac"], src="fr", tgt="en", num_beams=1)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    with pytest.raises(AudioError, match="missing.wav"):
+        translator.translate(str(tmp_path / "missing.wav"), src="fr")
+
+
+def test_split_long_cuts_at_quiet_points():
+    sr = 16000
+    rng = np.random.default_rng(0)
+    loud = lambda s: (0.5 * rng.standard_normal(int(s * sr))).astype(np.float32)  # noqa: E731
+    quiet = np.zeros(int(0.3 * sr), np.float32)
+    audio = np.concatenate([loud(8), quiet, loud(8), quiet, loud(8)])
+    chunks = split_long(audio, 10.0)
+    assert sum(len(c) for c in chunks) == len(audio)
+    assert all(len(c) <= 10 * sr for c in chunks) and len(chunks) == 3
+    assert abs(len(chunks[0]) - int(8.15 * sr)) < 0.2 * sr  # cut inside the first pause
+    assert split_long(audio[: 5 * sr], 10.0)[0] is not None and len(split_long(audio[: 5 * sr], 10.0)) == 1
+
+
+def test_long_audio_is_chunked_by_translate(translator):
+    long = np.concatenate([tiny.clip(2.0, 0), np.zeros(3200, np.float32), tiny.clip(2.0, 1)])
+    translator.cfg.model.encoder.max_seconds = 2.5
+    try:
+        text = translator.translate(long, src="fr", num_beams=1)
+        parts = [translator.translate(c, src="fr", num_beams=1) for c in split_long(long, 2.5)]
+    finally:
+        translator.cfg.model.encoder.max_seconds = 30.0
+    assert text == " ".join(p for p in parts if p)
+
+
+def test_bleu_equals_sacrebleu_and_language_tokenizers():
+    import sacrebleu
+
+    hyps = ["The cat sat on the mat.", "Hello world"]
+    refs = ["The cat sat on a mat.", "hello world!"]
+    s = score(hyps, refs, "en")
+    assert s["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    assert "tok:13a" in s["bleu_signature"] and "case:mixed" in s["bleu_signature"]
+    low = score(hyps, refs, "en", lowercase=True)
+    assert low["bleu"] > s["bleu"] and "case:lc" in low["bleu_signature"]
+    assert bleu_tokenizer("zh-CN") == "zh" and bleu_tokenizer("ja") == "ja-mecab" and bleu_tokenizer("de") == "13a"
+    zh = score(["我喜欢猫。"], ["我喜欢狗。"], "zh-CN")
+    assert "tok:zh" in zh["bleu_signature"]
+    assert zh["bleu"] == round(sacrebleu.corpus_bleu(["我喜欢猫。"], [["我喜欢狗。"]], tokenize="zh").score, 2)
+    ja = score(["猫が好きです。"], ["犬が好きです。"], "ja")
+    assert "tok:ja-mecab" in ja["bleu_signature"]
+    asr = score(["hello there world"], ["Hello, world!"], "en", task="transcribe")
+    assert asr["wer"] == 0.5 and "cer" in asr
+
+
+def test_evaluate_writes_scores_and_survives_corrupt_clip(translator, tmp_path):
+    corpus = tiny.write_corpus(tmp_path / "corpus", n_train=2, n_dev=5)
+    sets = group_sets([str(corpus / "covost_v2.fr_en.dev.tsv"), str(corpus / "covost_v2.de_en.dev.tsv")], "translate", None)
+    gen = lambda ex: translator.generate(ex, translator.decode_config(num_beams=2))  # noqa: E731
+    scores = evaluate(gen, sets, tmp_path / "out", progress=False)
+    fr = scores["sets"]["fr-en.translate"]
+    hyps = (tmp_path / "out" / "fr-en.translate.hyp.txt").read_text().splitlines()
+    refs = (tmp_path / "out" / "fr-en.translate.ref.txt").read_text().splitlines()
+    assert fr["n"] == 5 == len(hyps) == len(refs)
+    assert fr["bleu"] == score(hyps, refs, "en")["bleu"]
+    assert json.loads((tmp_path / "out" / "score.json").read_text())["sets"].keys() == {"fr-en.translate", "de-en.translate"}
+    # Corrupt one de clip: a clear error naming it; the fr results stay on disk.
+    bad = corpus / "de" / "clips_16k" / "de_dev_2.wav"
+    bad.write_bytes(b"RIFF garbage")
+    with pytest.raises(AudioError, match="de_dev_2.wav"):
+        evaluate(gen, sets, tmp_path / "out2", progress=False)
+    saved = json.loads((tmp_path / "out2" / "score.json").read_text())
+    assert saved["sets"]["fr-en.translate"]["n"] == 5
+    assert len((tmp_path / "out2" / "de-en.translate.hyp.txt").read_text().splitlines()) == 2
+    # With skip_bad it is skipped and counted.
+    scores = evaluate(gen, sets, tmp_path / "out3", skip_bad=True, progress=False)
+    assert scores["sets"]["de-en.translate"]["n"] == 4 and scores["sets"]["de-en.translate"]["skipped"] == 1
+
+
+def test_cli_translate_and_evaluate(ckpt, tmp_path, capsys):
+    corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",), n_train=2, n_dev=3)
+    clips = sorted((corpus / "fr" / "clips_16k").glob("fr_dev_*.wav"))
+    assert main(["translate", "--model", str(ckpt), "--src", "fr", "--tgt", "en", "--json", "--num-beams", "2", *map(str, clips)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["file"] for x in lines] == list(map(str, clips)) and all("text" in x for x in lines)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(corpus / "covost_v2.fr_en.dev.tsv"), "--out", str(out), "--num-beams", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "fr-en.translate: n=3" in printed and "BLEU" in printed and "tok:13a" in printed
+    assert (out / "score.json").is_file()
+    # A missing file is one clear line on stderr, exit status 1.
+    assert main(["translate", "--model", str(ckpt), "--src", "fr", str(tmp_path / "nope.wav")]) == 1
+    assert "nope.wav" in capsys.readouterr().err
