@@ -32,6 +32,10 @@ def _build(tiny_dirs, enc="whisper", llm="llama", **overrides):
     return model, build_processor(cfg.model), cfg
 
 
+def _logits(model, batch):
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
 def _perturb_lora(model, seed=1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -44,13 +48,13 @@ def _perturb_lora(model, seed=1):
 def test_fresh_lora_leaves_logits_unchanged(tiny_dirs, enc, llm):
     model, proc, cfg = _build(tiny_dirs, enc, llm)
     batch = proc(_examples())
-    before = model(**batch).logits
+    before = _logits(model, batch)
     apply_lora(model, cfg.model)
     model.eval()
-    after = model(**batch).logits
+    after = _logits(model, batch)
     torch.testing.assert_close(before, after)
     _perturb_lora(model)
-    assert not torch.allclose(model(**batch).logits, before), "LoRA weights must reach the output"
+    assert not torch.allclose(_logits(model, batch), before), "LoRA weights must reach the output"
 
 
 @pytest.mark.parametrize("enc,llm", PAIRS)
@@ -60,11 +64,11 @@ def test_save_load_identical_logits(tiny_dirs, tmp_path, enc, llm):
     _perturb_lora(model)
     model.eval()
     batch = proc(_examples())
-    expected = model(**batch).logits
+    expected = _logits(model, batch)
     save_checkpoint(model, cfg, tmp_path / "ckpt")
     loaded, loaded_cfg = load_checkpoint(tmp_path / "ckpt")
     assert loaded_cfg == cfg
-    torch.testing.assert_close(loaded(**batch).logits, expected, rtol=0, atol=0)
+    torch.testing.assert_close(_logits(loaded, batch), expected, rtol=0, atol=0)
 
 
 def test_export_merged_matches(tiny_dirs, tmp_path):
@@ -73,12 +77,12 @@ def test_export_merged_matches(tiny_dirs, tmp_path):
     _perturb_lora(model)
     model.eval()
     batch = proc(_examples())
-    expected = model(**batch).logits
+    expected = _logits(model, batch)
     save_checkpoint(model, cfg, tmp_path / "ckpt")
     export_merged(tmp_path / "ckpt", tmp_path / "merged")
     merged, mcfg = load_checkpoint(tmp_path / "merged")
     assert not hasattr(merged.llm, "peft_config") and not hasattr(merged.encoder, "peft_config")
-    torch.testing.assert_close(merged(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_logits(merged, batch), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_load_with_wrong_keys_fails(tiny_dirs, tmp_path):
@@ -118,6 +122,18 @@ def test_incomplete_checkpoint_is_refused(tiny_dirs, tmp_path):
     (tmp_path / "half" / "config.yaml").write_text("{}")
     with pytest.raises(CheckpointError, match="llast.json"):
         load_checkpoint(tmp_path / "half")
+
+
+@pytest.mark.parametrize("llm", ["llama", "gemma3"])
+def test_target_only_loss_equals_full_logits_loss(tiny_dirs, llm):
+    model, proc, cfg = _build(tiny_dirs, "whisper", llm)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.eval()
+    batch = proc(_examples())
+    embeds = model.inputs_embeds(batch["input_features"], batch["audio_lengths"], batch["input_ids"])
+    reference = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    torch.testing.assert_close(model(**batch).loss, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_splice_count_mismatch_raises(tiny_dirs):

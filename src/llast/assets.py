@@ -375,7 +375,11 @@ def _prepare_one(asset: Asset, force: bool) -> Path:
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{asset.name}.old-{os.getpid()}-", dir=models))
             os.replace(final, old / "dir")
-        os.replace(out, final)
+        try:
+            os.replace(out, final)
+        except OSError:
+            if not is_prepared(asset.name):  # else another process finished first: keep its copy
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for d in models.glob(f".{asset.name}.old-{os.getpid()}-*"):

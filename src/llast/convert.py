@@ -430,7 +430,7 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
         )
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    except (ValueError, OSError, struct.error, IndexError, KeyError) as e:
+    except (ValueError, OSError, EOFError, RuntimeError, struct.error, IndexError, KeyError) as e:
         raise AssetError(f"{gguf_path}: cannot load GGUF (truncated or corrupt?): {e}") from e
     model = plain_model_from_state_dict(loaded.config, loaded.state_dict(), source=str(gguf_path))
     del loaded

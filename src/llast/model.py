@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llast.config import AdaptorConfig, ModelConfig
 from llast.errors import CheckpointError, ConfigError
@@ -21,6 +22,7 @@ SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # samples between mel frames (10 ms)
 N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed input window
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids; those positions receive adaptor outputs
+IGNORE_INDEX = -100  # label of positions without loss (prompt, audio, padding)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -201,9 +203,21 @@ class LLaST(nn.Module):
 
     # ------------------------------------------------------------------ LM
     def forward(self, input_features, audio_lengths, input_ids, attention_mask, labels=None, **kwargs):
-        """Returns the LLM's CausalLMOutput; `loss` is the mean over target tokens when labels are given."""
+        """Without labels: the LLM's output (logits (B, L, V)). With labels: `loss`, the mean
+        cross-entropy over target tokens, with the vocabulary-sized LM head run on the target
+        positions only (prompt and audio positions need no logits; most of a batch is audio)."""
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        if labels is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]  # position t predicts token t+1
+        keep = targets != IGNORE_INDEX  # (B, L-1)
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1][keep]).float()  # (n_targets, V)
+        cap = getattr(self.llm.config.get_text_config(), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        loss = F.cross_entropy(logits, targets[keep])
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     @torch.no_grad()
     def generate(self, input_features, audio_lengths, input_ids, attention_mask, **generate_kwargs) -> torch.Tensor:

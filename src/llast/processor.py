@@ -23,9 +23,7 @@ import torch
 
 from llast.config import ModelConfig, PromptConfig
 from llast.errors import ConfigError
-from llast.model import AUDIO_TOKEN_ID, HOP_LENGTH, N_SAMPLES_30S, audio_embed_length, encoder_family
-
-IGNORE_INDEX = -100
+from llast.model import AUDIO_TOKEN_ID, HOP_LENGTH, IGNORE_INDEX, N_SAMPLES_30S, audio_embed_length, encoder_family
 
 # CoVoST-2's languages (codes as CoVoST writes them) and a few more.
 LANGUAGES = {

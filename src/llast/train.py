@@ -10,8 +10,10 @@ DeepSpeed ZeRO-2), resumable from any checkpoint with the same losses as an unin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -90,13 +92,31 @@ def find_latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _window_len(batch_no: int, n_batches: int, grad_accum: int) -> int:
+    """Micro-batches in the accumulation window of (1-based) batch `batch_no` of an epoch of `n_batches`:
+    windows start at every grad_accum-th batch of the epoch; the epoch's last window may be shorter."""
+    start = (batch_no - 1) // grad_accum * grad_accum
+    return min(grad_accum, n_batches - start)
 
 
 def _mixed_precision(setting: str) -> str:
@@ -158,15 +178,22 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     tc = cfg.train
     out_dir = Path(tc.out_dir)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.model.adaptor_only_steps > 0 else []
+    # Accelerate sets up multi-process CPU training (gloo) only when told `cpu=True`; without it every
+    # process of a GPU-less `torchrun` would think it is the only one (and all would write out_dir).
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    cpu = not has_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
         gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
-        kwargs_handlers=handlers,
+        kwargs_handlers=handlers, cpu=cpu,
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) != accelerator.num_processes:
+        raise RuntimeError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate set up {accelerator.num_processes} process(es)"
+        )
     main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
-    random.seed(tc.seed)
-    np.random.seed(tc.seed)
-    torch.manual_seed(tc.seed)
+    _seed_all(tc.seed)  # the same on every rank: identical LoRA initialisation
 
     # ---------------------------------------------------------------- data
     if not cfg.data.train:
@@ -190,6 +217,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     set_trainable(model, adaptor_only=cfg.model.adaptor_only_steps > 0)
     say(format_param_counts(param_counts(model)))
+    # Everything that may train has requires_grad when the model is wrapped: DDP registers (and
+    # all-reduces) only those parameters, so LoRA frozen at wrap time would never be synchronised in
+    # LST's second stage. The loop sets the stage's requires_grad before the first batch.
+    set_trainable(model, adaptor_only=False)
     # Every parameter that may train (adaptor + LoRA) goes to the optimizer from the start, so the
     # LST stage switch changes only requires_grad (AdamW skips parameters without gradients).
     params = [p for n, p in model.named_parameters() if n.startswith("adaptor.") or "lora_" in n]
@@ -198,10 +229,12 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
     dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad)
     collate = Collator(processor)
-    # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume).
+    # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume); it
+    # is reseeded every epoch so that a resumed epoch gives its workers the same seeds.
+    loader_gen = torch.Generator()
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
-        generator=torch.Generator().manual_seed(tc.seed),
+        generator=loader_gen,
     )
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     total_steps = tc.max_steps or steps_per_epoch * tc.epochs
@@ -213,6 +246,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         dev_loader = torch.utils.data.DataLoader(
             SpeechDataset(dev_samples, cfg.model.encoder.max_seconds, skip_bad=True),
             batch_sampler=make_sampler(cfg, dev_samples, shuffle=False), collate_fn=collate,
+            generator=torch.Generator().manual_seed(tc.seed),
         )
 
     if accelerator.state.deepspeed_plugin is not None:  # batches come from our own sampler
@@ -224,6 +258,8 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     ckpt = None
     if resume not in ("no", "none", ""):
         ckpt = find_latest_checkpoint(out_dir) if resume == "auto" else Path(resume)
+        if ckpt is not None and not ckpt.is_dir():
+            raise CheckpointError(f"{ckpt}: checkpoint directory not found; cannot resume training from it")
         if ckpt is not None and not (ckpt / "trainer_state.pt").is_file():
             raise CheckpointError(f"{ckpt}: no trainer_state.pt; cannot resume training from it")
     if ckpt is not None:
@@ -232,23 +268,42 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
-        _set_rng_state(state["rng"])
+        saved_world = state.get("num_processes", 1)
+        if saved_world != world:
+            say(f"[train] warning: {ckpt} was written by {saved_world} processes, resuming on {world}: "
+                "the data position and RNG streams are not exactly those of an uninterrupted run")
+        rng = state["rng"]
+        _set_rng_state(rng[rank % len(rng)] if isinstance(rng, list) else rng)  # one state per rank
         sampler.load_state_dict({"epoch": epoch, "batches_done": batches_done})
         say(f"[train] resumed from {ckpt} at step {step} (epoch {epoch}, batch {batches_done})")
+    else:
+        _seed_all(tc.seed + rank)  # dropout masks differ between ranks
     out_dir.mkdir(parents=True, exist_ok=True)
+    if main:  # temporaries of a save that was killed (never taken for checkpoints: see _CKPT)
+        for p in out_dir.glob("*.tmp"):
+            if p.is_dir() and (p.name.startswith("checkpoint-") or p.name == "final.tmp"):
+                shutil.rmtree(p, ignore_errors=True)
     logger = _Logger(out_dir, main)
 
     def save(path: Path, with_state: bool) -> None:
         accelerator.wait_for_everyone()
+        state = None
+        if with_state:
+            rng = [_rng_state()]
+            if world > 1:  # every rank's RNG, in rank order (a collective: all ranks call save)
+                from accelerate.utils import gather_object
+
+                rng = gather_object(rng)
+            # A checkpoint on the last batch of an epoch resumes at the start of the next one.
+            at_end = batches_done >= n_batches
+            state = {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "epoch": epoch + 1 if at_end else epoch, "batches_done": 0 if at_end else batches_done,
+                "rng": rng, "num_processes": world,
+            }
         if main:
-            state = None
-            if with_state:
-                state = {
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                    "epoch": epoch, "batches_done": batches_done, "rng": _rng_state(),
-                }
             save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state)
-            if with_state:
+            if with_state and tc.keep_last > 0:  # keep_last <= 0: keep every checkpoint
                 old = sorted((p for p in out_dir.glob("checkpoint-*") if _CKPT.match(p.name)), key=lambda p: p.name)
                 for p in old[: max(0, len(old) - tc.keep_last)]:
                     shutil.rmtree(p, ignore_errors=True)
@@ -265,11 +320,14 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     done = step >= total_steps
     if len(sampler) == 0:
         raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
+    n_batches = len(sampler)
     stage = None
     while not done:
         if tc.max_steps is None and epoch >= tc.epochs:
             break
         sampler.set_epoch(epoch)
+        n_batches = len(sampler)  # weighted resampling: the epoch's length may vary
+        loader_gen.manual_seed(tc.seed * 1_000_003 + epoch)
         for batch, meta in loader:
             batches_done += 1
             n_bad += meta["n_bad"]
@@ -277,28 +335,34 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
                 set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
                 stage = adaptor_only
-            if batch is None:
+            # Accumulation windows are fixed by the position in the epoch (not by a running counter):
+            # every grad_accum batches and at the epoch's end, so a resumed run steps where an
+            # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
+            sync = batches_done % tc.grad_accum == 0 or batches_done >= n_batches
+            accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
+            if batch is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                # Mean over the window's micro-batches (accelerator.backward divides by grad_accum).
+                scale = tc.grad_accum / _window_len(batches_done, n_batches, tc.grad_accum)
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    with accelerator.autocast():
+                        loss = model(**batch).loss
+                    accelerator.backward(loss * scale if scale != 1 else loss)
+                window["loss"] += float(loss.detach())
+                window["micro"] += 1
+                window["audio"] += meta["audio_seconds"]
+                window["samples"] += meta["n_samples"]
+            if not sync:
                 continue
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.grad_clip > 0:
-                    accelerator.clip_grad_norm_(params, tc.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            window["loss"] += float(loss.detach())
-            window["micro"] += 1
-            window["audio"] += meta["audio_seconds"]
-            window["samples"] += meta["n_samples"]
-            if not accelerator.sync_gradients:
-                continue
+            if tc.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
             bar.update(1)
             if step % tc.log_every == 0 or step == total_steps:
-                loss_mean = accelerator.reduce(torch.tensor(window["loss"] / window["micro"], device=device), "mean").item()
+                loss_mean = accelerator.reduce(torch.tensor(window["loss"] / max(window["micro"], 1), device=device), "mean").item()
                 audio = accelerator.reduce(torch.tensor(window["audio"], device=device), "sum").item()
                 n_samp = accelerator.reduce(torch.tensor(float(window["samples"]), device=device), "sum").item()
                 dt = time.time() - window["t0"]
