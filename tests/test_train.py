@@ -182,8 +182,12 @@ def test_resume_from_an_epoch_end_checkpoint(setup):
     out2.mkdir()
     shutil.copytree(out / "checkpoint-0000004", out2 / "checkpoint-0000004")
     (out2 / "checkpoint-0000099.tmp").mkdir()  # the leftover of a killed save
+    (out2 / "log.jsonl").write_text('{"step": 4, "loss": 5.7}\n{"step": 5, "lo')  # a line cut off by the kill
     train(load_config(y2, overrides), progress=False)
     assert not (out2 / "checkpoint-0000099.tmp").exists()
+    lines = (out2 / "log.jsonl").read_text().splitlines()
+    assert lines[1] == '{"step": 5, "lo'  # the torn line stays alone; the new records parse
+    (out2 / "log.jsonl").write_text("\n".join(lines[2:]) + "\n")
     a, b = _losses(out), _losses(out2)
     assert sorted(b) == [5]
     for s in (5,):

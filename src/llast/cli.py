@@ -140,7 +140,10 @@ def _run_translate(args) -> int:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model (or Whisper's own task) on held-out data")
-    p.add_argument("--model", required=True, help="checkpoint directory, or an encoder name with --baseline whisper")
+    p.add_argument(
+        "--model", required=True,
+        help="checkpoint directory; a YAML config (scores the untrained model it builds); or, with --baseline whisper, a Whisper name/path",
+    )
     p.add_argument("--data", nargs="+", required=True, help="CoVoST TSVs, JSONL manifests or MuST-C split folders")
     p.add_argument("--out", required=True, help="output folder: hypotheses, references, score.json")
     p.add_argument("--baseline", choices=["whisper"], default=None, help="score Whisper's own translate/transcribe task instead")

@@ -218,6 +218,30 @@ def print_scores(scores: dict) -> None:
             print(f"  {r['bleu_signature']}")
 
 
+def _load_translator(spec: str):
+    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
+    from llast.checkpoint import load_model
+
+    if spec.endswith((".yaml", ".yml")):
+        from llast.config import load_config
+        from llast.decode import Translator
+        from llast.lora import apply_lora
+        from llast.model import build_model
+
+        cfg = load_config(spec)
+        torch_seed(cfg.train.seed)
+        model = build_model(cfg.model)
+        apply_lora(model, cfg.model)
+        return Translator(model.eval(), cfg)
+    return load_model(spec)
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
 def evaluate_cli(args, overrides: dict) -> int:
     sets = group_sets(args.data, args.task, args.limit)
     if args.baseline == "whisper":
@@ -234,9 +258,7 @@ def evaluate_cli(args, overrides: dict) -> int:
         meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams}
         max_seconds = 30.0
     else:
-        from llast.checkpoint import load_model
-
-        translator = load_model(args.model)
+        translator = _load_translator(args.model)
         decode = translator.decode_config(**overrides)
         generate = lambda ex: translator.generate(ex, decode)  # noqa: E731
         meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams}

@@ -133,7 +133,11 @@ class _Logger:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.jsonl = open(out_dir / "log.jsonl", "a")
+            path = out_dir / "log.jsonl"
+            torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+            self.jsonl = open(path, "a")
+            if torn:  # a killed run's last line was cut off: keep the records after it on lines of their own
+                self.jsonl.write("\n")
             self.tb = SummaryWriter(str(out_dir / "tb"))
 
     def log(self, record: dict) -> None:
@@ -379,6 +383,8 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 logger.log(record)
                 say(f"[train] step {step}: dev loss {record['dev_loss']:.4f}")
             out_of_time = deadline is not None and time.time() > deadline
+            if deadline is not None and world > 1:  # every rank stops at the same step (or they deadlock)
+                out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=device), "sum").item() > 0
             done = step >= total_steps or out_of_time
             if step % tc.save_every == 0 or done:
                 save(out_dir / f"checkpoint-{step:07d}", with_state=True)
