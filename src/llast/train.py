@@ -347,7 +347,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             if batch is not None:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 # Mean over the window's micro-batches (accelerator.backward divides by grad_accum).
-                scale = tc.grad_accum / _window_len(batches_done, n_batches, tc.grad_accum)
+                scale = accelerator.gradient_accumulation_steps / _window_len(batches_done, n_batches, tc.grad_accum)
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     with accelerator.autocast():
                         loss = model(**batch).loss
