@@ -496,7 +496,7 @@ def summary_table(r: dict) -> str:
     """Markdown table of the headline figures and ratios (defaults / faithful)."""
     lines = ["| measurement | paper-faithful | this project's defaults | ratio (defaults / faithful) |", "|---|---|---|---|"]
     t = r.get("training")
-    if t:
+    if t and {"faithful", "defaults"} <= set(t):
         f, d = t["faithful"], t["defaults"]
         lines.append(f"| training: audio s / s | {f['audio_sec_per_sec']:.2f} | {d['audio_sec_per_sec']:.2f} | **{ratio(d['audio_sec_per_sec'], f['audio_sec_per_sec'])}x** |")
         lines.append(f"| training: samples / s | {f['samples_per_sec']:.3f} | {d['samples_per_sec']:.3f} | {ratio(d['samples_per_sec'], f['samples_per_sec'])}x |")
@@ -509,7 +509,7 @@ def summary_table(r: dict) -> str:
         if "mfu" in f:
             lines.append(f"| training: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     inf = r.get("inference")
-    if inf:
+    if inf and {"faithful", "defaults"} <= set(inf):
         f = inf["faithful"]["points"][0]
         best = inf["defaults"]["points"]
         d = next((p for p in best if p["batch_size"] == r["args"]["infer_batch"]), best[-1])
@@ -525,7 +525,7 @@ def summary_table(r: dict) -> str:
         if "mfu" in f:
             lines.append(f"| inference: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     b = r.get("bleu")
-    if b:
+    if b and {"faithful", "defaults"} <= set(b["systems"]):
         f, d = b["systems"]["faithful"], b["systems"]["defaults"]
         lines.append(f"| dev BLEU after {b['budget_minutes']:g} min of training ({b['eval_clips']} clips, beam 5) | {f['bleu_all']:.2f} ({f['steps_done']} steps) | {d['bleu_all']:.2f} ({d['steps_done']} steps) | {round(d['bleu_all'] - f['bleu_all'], 2):+} BLEU |")
         lines.append(f"| dev chrF after {b['budget_minutes']:g} min | {f['chrf_all']:.1f} | {d['chrf_all']:.1f} | {round(d['chrf_all'] - f['chrf_all'], 1):+} |")

@@ -265,3 +265,64 @@ def test_bad_config_key_is_named(tmp_path):
         load_config(None, ["model.encoder.input_length=pad31"])
     cfg = load_config(None, ["train.lr=1e-4", "model.adaptor.stack=4"])
     assert cfg.train.lr == 1e-4 and cfg.model.adaptor.stack == 4
+
+
+def test_bf16_and_gradient_checkpointing(tiny_dirs):
+    model, proc, cfg = _build(tiny_dirs)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    batch = proc(_examples())
+    # Gradient checkpointing on both encoder and LLM: same loss and gradients.
+    ck, _, ck_cfg = _build(tiny_dirs, model__encoder__gradient_checkpointing=True, model__llm__gradient_checkpointing=True)
+    apply_lora(ck, ck_cfg.model)
+    ck.load_state_dict(model.state_dict())
+    model.train()
+    ck.train()
+    for m in (model, ck):  # dropout off for the comparison
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    loss = model(**batch).loss
+    loss.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    ck_loss = ck(**batch).loss
+    ck_loss.backward()
+    torch.testing.assert_close(ck_loss, loss)
+    for n, p in ck.named_parameters():
+        if n in ref_grads:
+            torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-6)
+    # bfloat16 base weights: adaptor and LoRA stay float32 and train.
+    bf, _, bf_cfg = _build(tiny_dirs, model__dtype="bfloat16")
+    apply_lora(bf, bf_cfg.model)
+    assert next(bf.llm.get_input_embeddings().parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for n, p in bf.named_parameters() if p.requires_grad)
+    out = bf(**batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_hub_ids_load_through_the_hf_cache(tiny_dirs, tmp_path):
+    """A hub id (org/name) takes the real hub path: here served offline from a local HF cache."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    cache = tmp_path / "hub"
+    for repo, src in (("test-org/tiny-whisper", tiny_dirs["whisper"]), ("test-org/tiny-llama", tiny_dirs["llama"])):
+        base = cache / f"models--{repo.replace('/', '--')}"
+        shutil.copytree(src, base / "snapshots" / "0123456789abcdef")
+        (base / "refs").mkdir(parents=True)
+        (base / "refs" / "main").write_text("0123456789abcdef")
+    code = (
+        "from llast.config import from_dict; from llast.model import build_model; "
+        "from llast.processor import build_processor; import sys; sys.path.insert(0, 'tests'); import tiny; "
+        "from llast.processor import Example; "
+        "cfg = from_dict({'model': {'encoder': {'name': 'test-org/tiny-whisper'}, 'llm': {'name': 'test-org/tiny-llama'}}}); "
+        "m = build_model(cfg.model); p = build_processor(cfg.model); "
+        "print('loss', float(m(**p([Example(tiny.clip(1.0), 'fr', 'en', 'translate', 'hello')])).loss))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "LLAST_HOME": str(tmp_path / "home")}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "loss" in res.stdout

@@ -277,3 +277,11 @@ def test_dev_loss_is_logged(setup, recorded_run):
     assert dev[1]["dev_loss"] != dev[0]["dev_loss"]
     # Evaluation consumes no training randomness: the losses are exactly those of the same run without it.
     assert _losses(out) == _losses(recorded_run[0])
+
+
+def test_dev_bleu_is_logged(setup):
+    y, out = setup("devbleu", max_steps=2, eval_every=2, eval_bleu=True, eval_max_samples=3)
+    train(load_config(y), progress=False)
+    dev = [r for r in _records(out) if "dev_loss" in r]
+    assert len(dev) == 1 and dev[0]["step"] == 2
+    assert 0.0 <= dev[0]["dev_bleu_en"] <= 100.0

@@ -174,6 +174,30 @@ def dev_loss(model, loader, device, max_samples: int) -> float:
     return total / max(tokens, 1)
 
 
+def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
+    """Corpus BLEU of the dev samples per target language ({"dev_bleu_en": ...}), decoded with cfg.decode."""
+    from llast.audio import load_audio
+    from llast.decode import Translator
+    from llast.errors import AudioError
+    from llast.evaluate import score
+
+    by_tgt: dict[str, tuple[list, list]] = {}
+    for s in samples:
+        try:
+            audio = load_audio(s.audio, offset=s.offset, duration=s.duration, max_seconds=cfg.model.encoder.max_seconds)
+        except AudioError:
+            continue
+        examples, refs = by_tgt.setdefault(s.tgt_lang, ([], []))
+        examples.append(Example(audio, s.src_lang, s.tgt_lang, s.task))
+        refs.append(s.target_text)
+    translator = Translator(model, cfg, processor=processor, device=str(device))
+    out = {}
+    for tgt, (examples, refs) in by_tgt.items():
+        hyps = translator.generate(examples, cfg.decode)
+        out[f"dev_bleu_{tgt}"] = score(hyps, refs, tgt)["bleu"]
+    return out
+
+
 def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     """Train as `cfg` says; returns the final checkpoint directory (out_dir/final)."""
     from accelerate import Accelerator
@@ -380,8 +404,12 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
             if dev_loader is not None and step % tc.eval_every == 0:
                 record = {"step": step, "dev_loss": dev_loss(model, dev_loader, device, tc.eval_max_samples)}
+                if tc.eval_bleu and main:
+                    record.update(dev_bleu(accelerator.unwrap_model(model), processor, cfg, dev_samples[: tc.eval_max_samples], device))
+                    model.train()
+                accelerator.wait_for_everyone()
                 logger.log(record)
-                say(f"[train] step {step}: dev loss {record['dev_loss']:.4f}")
+                say(f"[train] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
             out_of_time = deadline is not None and time.time() > deadline
             if deadline is not None and world > 1:  # every rank stops at the same step (or they deadlock)
                 out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=device), "sum").item() > 0
