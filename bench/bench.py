@@ -355,7 +355,8 @@ def worker_infer(spec: dict) -> dict:
             T = 1500 if cfg.model.encoder.input_length == "pad30" else (kw["input_features"].shape[-1] + 1) // 2
             # encoder + adaptor once per clip; LLM prefill on B*beams prompts, then k steps of B*beams tokens
             flops["n"] += 2 * (params["encoder"] * B * T + params["adaptor"] * B * T // cfg.model.adaptor.stack)
-            flops["n"] += 2 * (params["llm_body"] + params["lm_head"]) * B * beams * (L + k)
+            # (generate runs the LM head on the last prompt position only, then once per new token)
+            flops["n"] += 2 * params["llm_body"] * B * beams * (L + k) + 2 * params["lm_head"] * B * beams * k
             return ids
 
         model.generate = fixed_length_generate
@@ -402,13 +403,14 @@ def worker_infer(spec: dict) -> dict:
 # ============================================================================ orchestration
 
 
-def part_bleu(args, tmp: Path, s_per_step: dict, log) -> dict:
+def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict) -> dict:
     """Train each system for the same wall-clock budget, then dev BLEU with the same decoder settings."""
     from llast.evaluate import score
 
-    res = {"budget_minutes": args.bleu_minutes, "eval_clips": 0, "systems": {}}
+    res.update(budget_minutes=args.bleu_minutes)
+    res.setdefault("systems", {})
     env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
-    for name, ov in SYSTEMS.items():
+    for name, ov in systems.items():
         out_dir = ROOT / "runs" / "bench" / f"{args.name}-{name}"
         shutil.rmtree(out_dir, ignore_errors=True)
         # The LR schedule is fitted to the steps each system can do in the budget (from part 1's
@@ -537,6 +539,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", default="bench/results/cpu.json", help="results JSON (the table goes next to it as .md)")
     ap.add_argument("--parts", default="train,infer,bleu", help="comma-separated subset of train,infer,bleu")
+    ap.add_argument("--systems", default="faithful,defaults", help="(for debugging) which of faithful,defaults to run")
     ap.add_argument("--warmup-steps", type=int, default=1, help="untimed training steps before the timed ones")
     ap.add_argument("--faithful-steps", type=int, default=3, help="timed optimizer steps, faithful")
     ap.add_argument("--defaults-steps", type=int, default=12, help="timed optimizer steps, defaults")
@@ -559,6 +562,7 @@ def main(argv=None) -> int:
     tmp = ROOT / "runs" / "bench" / f"{args.name}-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
+    systems = {k: v for k, v in SYSTEMS.items() if k in args.systems.split(",")}
     t_start = time.time()
 
     def log(msg):
@@ -593,8 +597,8 @@ def main(argv=None) -> int:
 
     if "train" in parts:
         log("part 1: training throughput")
-        results["training"] = {}
-        for name, ov in SYSTEMS.items():
+        results.setdefault("training", {})
+        for name, ov in systems.items():
             steps = args.faithful_steps if name == "faithful" else args.defaults_steps
             r = run_worker("train", dict(base, system=name, overrides=ov, warmup_steps=args.warmup_steps, steps=steps), log)
             r["mfu"] = r["model_flops_per_s"] / results["peak"]["flops_per_s"]
@@ -606,14 +610,14 @@ def main(argv=None) -> int:
         log(f"part 2-3: inference, beam {args.num_beams}, {args.new_tokens} tokens per clip, {args.clips} dev clips")
         clips = dev_clips(args.clips)
         results["inference_clips"] = {"n": len(clips), "audio_s": round(sum(c["duration"] or 0 for c in clips), 2)}
-        results["inference"] = {}
+        results.setdefault("inference", {})
         plan = [
             ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")]),
             ("defaults", [], [int(x) for x in args.sweep.split(",")]),
             ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x]),
         ]
         for name, ov, batches in plan:
-            if not batches:
+            if not batches or (name in SYSTEMS and name not in systems):
                 continue
             spec = dict(base, system=name, overrides=ov, clips=clips, batch_sizes=batches, num_beams=args.num_beams,
                         new_tokens=args.new_tokens)
@@ -630,10 +634,10 @@ def main(argv=None) -> int:
     if "bleu" in parts:
         log(f"part 4: dev BLEU after {args.bleu_minutes} min of training each")
         s_per_step = {k: v["s_per_step"] for k, v in results.get("training", {}).items()}
-        if len(s_per_step) < 2:
+        if not set(systems) <= set(s_per_step):
             print("bench: part bleu needs part train's s/step (run it in the same call or before)", file=sys.stderr)
             return 2
-        results["bleu"] = part_bleu(args, tmp, s_per_step, log)
+        results["bleu"] = part_bleu(args, systems, s_per_step, log, results.get("bleu", {}))
         save()
     results["total_wall_s"] = round(time.time() - t_start, 1)
     save()

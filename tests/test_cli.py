@@ -62,8 +62,3 @@ def test_bad_config_key_is_one_clear_line(tmp_path, capsys):
     assert main(["train", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "train.learning_rate" in err and "Traceback" not in err
-
-
-def test_serve_is_a_clear_not_yet(capsys):
-    assert main(["serve"]) == 2
-    assert "not yet" in capsys.readouterr().err

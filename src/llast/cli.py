@@ -175,13 +175,17 @@ def _run_export(args) -> int:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP translation server (not yet available)")
-    p.add_argument("--model", required=False)
+    p = sub.add_parser("serve", help="HTTP translation server with dynamic batching")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for others to batch with")
 
 
 def _run_serve(args) -> int:
-    print("llast serve: not yet available; use `llast translate` or the Python API (llast.load_model).", file=sys.stderr)
-    return 2
+    from llast import serve
+
+    return serve.serve_cli(args)
 
 
 _COMMANDS = {
