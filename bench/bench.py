@@ -341,6 +341,20 @@ def worker_infer(spec: dict) -> dict:
 
         overrides = list(spec["overrides"]) + (["model.dtype=bfloat16"] if cuda else [])
         cfg = load_config(CONFIG, overrides)
+        if spec.get("all_1500_frames"):
+            # Released-code emulation: this project's pad30 mode pads the ENCODER input to 30 s but hands
+            # the LLM only the clip's real frames; the released code hands it all 1500. Every clip is then
+            # "30 s long" for the prompt builder and the model (one function decides both).
+            import llast.model as M
+
+            real = M.encoder_output_length
+
+            def all_frames(num_samples, encoder_config):
+                n = real(num_samples, encoder_config)
+                full = encoder_config.max_source_positions
+                return torch.full_like(n, full) if torch.is_tensor(n) else full
+
+            M.encoder_output_length = all_frames
         model = build_model(cfg.model)
         apply_lora(model, cfg.model)
         tr = Translator(model.eval(), cfg, device=device)
@@ -416,8 +430,8 @@ def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict) -> dict:
         # The LR schedule is fitted to the steps each system can do in the budget (from part 1's
         # s/step); train.max_minutes is the hard cap for both.
         steps = max(2, int(args.bleu_minutes * 60 / s_per_step[name]))
-        train_cmd = LLAST + ["train", str(CONFIG), *ov, f"train.out_dir={out_dir}", f"train.max_minutes={args.bleu_minutes}",
-                             f"train.max_steps={steps}", "train.log_every=5", "train.save_every=1000000", "--resume", "no"]
+        train_cmd = LLAST + ["train", "--resume", "no", str(CONFIG), *ov, f"train.out_dir={out_dir}", f"train.max_minutes={args.bleu_minutes}",
+                             f"train.max_steps={steps}", "train.log_every=1", "train.save_every=1000000"]
         if args.device != "cuda":
             train_cmd.append("train.mixed_precision='no'")
         log(f"  $ llast train ... {' '.join(ov)} max_minutes={args.bleu_minutes} max_steps={steps}")
@@ -466,7 +480,8 @@ def plot(results: dict, path: Path) -> None:
     inf = results["inference"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = {"defaults": ("o-", "LLaST-mini, this project's defaults"), "whisper": ("s--", "Whisper base, own translate task"),
-              "faithful": ("D", "LLaST-mini, paper-faithful (pad30, stack 1)")}
+              "faithful": ("D", "LLaST-mini, paper-faithful (pad30, stack 1)"),
+              "released": ("X", "released-code emulation (1500 frames to the LLM)")}
     for name, (style, label) in styles.items():
         if name not in inf:
             continue
@@ -524,6 +539,9 @@ def summary_table(r: dict) -> str:
             w = inf["whisper"]["points"]
             wb = next((p for p in w if p["batch_size"] == d["batch_size"]), w[-1])
             lines.append(f"| peer: Whisper base translate, batch {wb['batch_size']}: audio s / s (RTF) | | {wb['audio_sec_per_sec']:.2f} ({wb['rtf']:.4f}) | defaults / Whisper: {ratio(d['audio_sec_per_sec'], wb['audio_sec_per_sec'])}x |")
+        if "released" in inf:
+            rl = inf["released"]["points"][0]
+            lines.append(f"| inference, released-code emulation (all 1500 frames to the LLM), batch 1, first {rl['clips']} clips: audio s / s (RTF) | {rl['audio_sec_per_sec']:.2f} ({rl['rtf']:.3f}) | {d['audio_sec_per_sec']:.2f} (all {d['clips']} clips) | {ratio(d['audio_sec_per_sec'], rl['audio_sec_per_sec'])}x |")
         if "mfu" in f:
             lines.append(f"| inference: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     b = r.get("bleu")
@@ -550,6 +568,9 @@ def main(argv=None) -> int:
     ap.add_argument("--faithful-batches", default="1", help="faithful decoding batch sizes (released code: 1)")
     ap.add_argument("--sweep", default="1,2,4,8,16", help="defaults' decoding batch sizes for the plot")
     ap.add_argument("--whisper-batches", default="1,16", help="Whisper baseline batch sizes")
+    ap.add_argument("--released-clips", type=int, default=4,
+                    help="inference only: also time the released code's way of feeding all 1500 encoder frames to the "
+                         "LLM (pad30 here passes only the real frames), batch 1, on the first N of the clips (0 = skip)")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
@@ -615,12 +636,14 @@ def main(argv=None) -> int:
             ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")]),
             ("defaults", [], [int(x) for x in args.sweep.split(",")]),
             ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x]),
+            ("released", FAITHFUL, [1] if args.released_clips > 0 else []),
         ]
         for name, ov, batches in plan:
             if not batches or (name in SYSTEMS and name not in systems):
                 continue
-            spec = dict(base, system=name, overrides=ov, clips=clips, batch_sizes=batches, num_beams=args.num_beams,
-                        new_tokens=args.new_tokens)
+            spec = dict(base, system=name, overrides=ov, clips=clips[: args.released_clips] if name == "released" else clips,
+                        batch_sizes=batches, num_beams=args.num_beams, new_tokens=args.new_tokens,
+                        all_1500_frames=name == "released")
             r = run_worker("infer", spec, log)
             for p in r["points"]:
                 if "model_flops_per_s" in p:

@@ -53,3 +53,31 @@ def test_mini_llast_generates(mini):
     batch = proc([Example(tiny.clip(1.0, 2), "fr", "en")])
     ids = model.generate(**batch, max_new_tokens=4, num_beams=2, do_sample=False)
     assert ids.shape[0] == 1 and 1 <= ids.shape[1] <= 4
+
+
+def test_whisper_baseline_through_the_cli(tmp_path, capsys):
+    """`llast evaluate --baseline whisper` scores Whisper base's own translate task with the same scorer."""
+    import json
+    import subprocess
+
+    import soundfile as sf
+    import soxr
+
+    from llast.cli import main
+
+    assets.prepare(["whisper-base"])
+    clips = tmp_path / "de" / "clips_16k"
+    clips.mkdir(parents=True)
+    raw = tmp_path / "raw.wav"
+    subprocess.run(["espeak-ng", "-v", "de", "-w", str(raw), "Guten Morgen, wie geht es dir?"], check=True)
+    audio, sr = sf.read(raw, dtype="float32")
+    sf.write(clips / "a.wav", soxr.resample(audio, sr, 16000), 16000)
+    tsv = tmp_path / "covost_v2.de_en.test.tsv"
+    tsv.write_text("path\tsentence\ttranslation\tclient_id\na.wav\tGuten Morgen, wie geht es dir?\tGood morning, how are you?\ts\n")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--baseline", "whisper", "--model", "whisper-base", "--data", str(tsv), "--out", str(out)]) == 0
+    hyp = (out / "de-en.translate.hyp.txt").read_text().lower()
+    assert "good" in hyp and "morning" in hyp
+    scores = json.loads((out / "score.json").read_text())
+    assert scores["sets"]["de-en.translate"]["bleu"] > 0 and "whisper" in scores["meta"]["system"]
+    assert "tok:13a" in capsys.readouterr().out
