@@ -292,7 +292,6 @@ def worker_train(spec: dict) -> dict:
 
 
 def worker_infer(spec: dict) -> dict:
-    import numpy as np
     import torch
 
     from llast.audio import load_audio
@@ -568,7 +567,7 @@ def main(argv=None) -> int:
     ap.add_argument("--faithful-batches", default="1", help="faithful decoding batch sizes (released code: 1)")
     ap.add_argument("--sweep", default="1,2,4,8,16", help="defaults' decoding batch sizes for the plot")
     ap.add_argument("--whisper-batches", default="1,16", help="Whisper baseline batch sizes")
-    ap.add_argument("--released-clips", type=int, default=4,
+    ap.add_argument("--released-clips", type=int, default=2,
                     help="inference only: also time the released code's way of feeding all 1500 encoder frames to the "
                          "LLM (pad30 here passes only the real frames), batch 1, on the first N of the clips (0 = skip)")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
@@ -576,6 +575,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
     ap.add_argument("--bleu-max-new-tokens", type=int, default=64)
     args = ap.parse_args(argv)
+    if args.warmup_steps < 1:
+        ap.error("--warmup-steps must be >= 1 (the first step pays one-time costs)")
 
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,13 @@ step "4/5 evaluate on the held-out test split (${TEST_LIMIT} clips per direction
 TEST="$DATA/covost_v2.de_en.test.tsv $DATA/covost_v2.fr_en.test.tsv"
 for sys in trained untrained whisper; do
   out="$RUN/eval-$sys"
+  # Same decoder settings for all three: beam 5, at most 64 new tokens (the references are <= 25 words).
+  EVAL_OPTS="--data $TEST --out $out --limit $TEST_LIMIT --num-beams 5 --max-new-tokens 64 --batch-size 16"
   if [ -f "$out/score.json" ]; then echo "$out/score.json exists"; continue; fi
   case $sys in
-    trained)   $LLAST evaluate --model "$RUN/final" --data $TEST --out "$out" --limit "$TEST_LIMIT" ;;
-    untrained) $LLAST evaluate --model configs/mini.yaml --data $TEST --out "$out" --limit "$TEST_LIMIT" ;;
-    whisper)   $LLAST evaluate --baseline whisper --model whisper-base --data $TEST --out "$out" --limit "$TEST_LIMIT" ;;
+    trained)   $LLAST evaluate --model "$RUN/final" $EVAL_OPTS ;;
+    untrained) $LLAST evaluate --model configs/mini.yaml $EVAL_OPTS ;;
+    whisper)   $LLAST evaluate --baseline whisper --model whisper-base $EVAL_OPTS ;;
   esac
 done
 $PY - "$RUN" <<'PY'

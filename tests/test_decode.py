@@ -133,7 +133,9 @@ def test_bleu_equals_sacrebleu_and_language_tokenizers():
 def test_evaluate_writes_scores_and_survives_corrupt_clip(translator, tmp_path):
     corpus = tiny.write_corpus(tmp_path / "corpus", n_train=2, n_dev=5)
     sets = group_sets([str(corpus / "covost_v2.fr_en.dev.tsv"), str(corpus / "covost_v2.de_en.dev.tsv")], "translate", None)
-    gen = lambda ex: translator.generate(ex, translator.decode_config(num_beams=2))  # noqa: E731
+    def gen(examples, on_batch=None):
+        return translator.generate(examples, translator.decode_config(num_beams=2), on_batch=on_batch)
+
     scores = evaluate(gen, sets, tmp_path / "out", progress=False)
     fr = scores["sets"]["fr-en.translate"]
     hyps = (tmp_path / "out" / "fr-en.translate.hyp.txt").read_text().splitlines()

@@ -75,8 +75,9 @@ class Translator:
         return dataclasses.replace(self.cfg.decode, **overrides)
 
     @torch.no_grad()
-    def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False) -> list[str]:
-        """Translations of `examples` (audio already loaded), in input order, batched by length."""
+    def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False, on_batch=None) -> list[str]:
+        """Translations of `examples` (audio already loaded), in input order, batched by length.
+        `on_batch(n)` is called after each batch of n clips (progress reporting)."""
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio), reverse=True)
         out: list[str | None] = [None] * len(examples)
         kwargs = generate_kwargs(decode, self.tokenizer)
@@ -100,6 +101,8 @@ class Translator:
             for i, t in zip(idx, texts):
                 out[i] = t.strip()
             bar.update(len(idx))
+            if on_batch is not None:
+                on_batch(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
 

@@ -116,7 +116,7 @@ class WhisperBaseline:
         self.processor = WhisperProcessor.from_pretrained(path)
         self.decode = decode
 
-    def generate(self, examples: list[Example], progress: bool = False) -> list[str]:
+    def generate(self, examples: list[Example], progress: bool = False, on_batch=None) -> list[str]:
         import torch
 
         out = []
@@ -136,12 +136,14 @@ class WhisperBaseline:
                     max_new_tokens=min(self.decode.max_new_tokens, 440), **kwargs,
                 )
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
+            if on_batch is not None:
+                on_batch(len(chunk))
         return out
 
 
 def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_bad: bool = False,
              max_seconds: float | None = 30.0, progress: bool = True, meta: dict | None = None) -> dict:
-    """Decode every set with `generate(examples) -> texts`, score, and write OUT/ (see module doc).
+    """Decode every set with `generate(examples, on_batch=callback) -> texts`, score, and write OUT/.
 
     Results are written after every chunk and every set, so an error (a corrupt clip without
     `skip_bad`) loses nothing already decoded; the error names the clip.
@@ -173,7 +175,7 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                     audio_seconds += len(audio) / 16000
                     chunk.append(s)
                     examples.append(Example(audio, src, tgt, task))
-                texts = generate(examples) if examples else []
+                texts = generate(examples, on_batch=bar.update) if examples else []
                 for s, t in zip(chunk, texts):
                     files["hyp"].write(t.replace("\n", " ") + "\n")
                     files["ref"].write(s.target_text + "\n")
@@ -182,7 +184,6 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                     refs.append(s.target_text)
                 for f in files.values():
                     f.flush()
-                bar.update(len(chunk))
                 if error is not None:
                     s, e = error
                     raise AudioError(
@@ -260,7 +261,9 @@ def evaluate_cli(args, overrides: dict) -> int:
     else:
         translator = _load_translator(args.model)
         decode = translator.decode_config(**overrides)
-        generate = lambda ex: translator.generate(ex, decode)  # noqa: E731
+        def generate(examples, on_batch=None):
+            return translator.generate(examples, decode, on_batch=on_batch)
+
         meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make bench: LLaST-mini, this project's defaults vs the paper-faithful settings, on this machine's CPU.
+# Sized for a 2-core CPU: about 30 min. Extra arguments go to bench/bench.py (e.g. --bleu-minutes 3).
+# Writes bench/results/cpu.json, bench/results/cpu.md (the table) and bench/results/throughput_vs_batch.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLAST=.venv/bin/llast
+PY=.venv/bin/python
+export PYTHONWARNINGS=ignore TRANSFORMERS_VERBOSITY=error
+$LLAST models prepare whisper-base smollm2-135m-instruct >/dev/null
+if [ ! -f data/synth/covost_v2.fr_en.dev.tsv ]; then
+  $LLAST data synth --out data/synth --directions de-en,fr-en --train 300 --dev 40 --test 40
+fi
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on these cores skew every figure)"
+exec $PY bench/bench.py --device cpu --out bench/results/cpu.json \
+  --warmup-steps 1 --faithful-steps 3 --defaults-steps 12 \
+  --clips 16 --new-tokens 24 --num-beams 5 --faithful-batches 1 --sweep 1,2,4,8,16 --infer-batch 16 \
+  --whisper-batches 1,16 --released-clips 2 \
+  --bleu-minutes 6 --bleu-clips 40 --bleu-batch 8 --bleu-max-new-tokens 64 "$@"
