@@ -156,18 +156,50 @@ def matmul_peak(device: str, seconds: float = 3.0) -> dict:
     return {"dtype": str(dtype).replace("torch.", ""), "n": n, "flops_per_s": 2 * n**3 * reps / dt, "reps": reps}
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes of the machine have used since boot (user+nice+system+irq+softirq+steal)."""
+    f = open("/proc/stat").readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """CPU seconds used by processes OTHER than our children while a measurement ran: (machine-wide
+    busy CPU time) - (CPU time of the children that finished meanwhile). Reported next to every figure,
+    because the cores are shared."""
+
+    def __enter__(self):
+        import resource
+
+        self.r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.busy, self.t = _busy_cpu_s(), time.time()
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = (r.ru_utime - self.r.ru_utime) + (r.ru_stime - self.r.ru_stime)
+        wall = time.time() - self.t
+        other = max(0.0, _busy_cpu_s() - self.busy - ours)
+        self.result = {"wall_s": round(wall, 1), "our_cpu_s": round(ours, 1), "other_cpu_s": round(other, 1),
+                       "other_share_of_capacity": round(other / max(wall * len(os.sched_getaffinity(0)), 1e-9), 3)}
+        return False
+
+
 def run_worker(kind: str, spec: dict, log) -> dict:
     """Run `bench.py _worker KIND` in a fresh process; returns its JSON result."""
     out = Path(spec["tmp"]) / f"{kind}-{spec['system']}.json"
     spec = dict(spec, result=str(out))
     cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", kind, json.dumps(spec)]
     log(f"  $ bench.py _worker {kind} {spec['system']}")
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with OtherLoad() as load:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} {spec['system']} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}")
     res = json.loads(out.read_text())
-    res["worker_wall_s"] = round(time.time() - t0, 1)
+    res["cpu_load"] = load.result
+    log(f"    (other processes used {100 * load.result['other_share_of_capacity']:.1f}% of the CPU capacity meanwhile)")
     return res
 
 
@@ -413,10 +445,31 @@ def worker_infer(spec: dict) -> dict:
             "sample_output": texts[0] if texts else ""}
 
 
+def worker_devloss(spec: dict) -> dict:
+    """Target-token dev loss of a checkpoint (llast.train.dev_loss over the config's dev loader)."""
+    import torch
+
+    from llast.checkpoint import load_checkpoint
+    from llast.data import SpeechDataset, build_samples
+    from llast.processor import build_processor
+    from llast.train import Collator, dev_loss, make_sampler
+
+    model, cfg = load_checkpoint(spec["checkpoint"])
+    device = torch.device(spec["device"])
+    model.to(device)
+    processor = build_processor(cfg.model, encoder_config=model.encoder_config)
+    samples = build_samples(cfg.data.dev, asr_augment=False)
+    loader = torch.utils.data.DataLoader(
+        SpeechDataset(samples, cfg.model.encoder.max_seconds, skip_bad=True),
+        batch_sampler=make_sampler(cfg, samples, shuffle=False), collate_fn=Collator(processor),
+    )
+    return {"system": spec["system"], "dev_loss": round(dev_loss(model, loader, device, 10**9), 4), "n": len(samples)}
+
+
 # ============================================================================ orchestration
 
 
-def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict) -> dict:
+def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict, base: dict) -> dict:
     """Train each system for the same wall-clock budget, then dev BLEU with the same decoder settings."""
     from llast.evaluate import score
 
@@ -434,22 +487,23 @@ def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict) -> dict:
         if args.device != "cuda":
             train_cmd.append("train.mixed_precision='no'")
         log(f"  $ llast train ... {' '.join(ov)} max_minutes={args.bleu_minutes} max_steps={steps}")
-        t0 = time.time()
-        p = subprocess.run(train_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with OtherLoad() as train_load:
+            p = subprocess.run(train_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 0:
             raise RuntimeError(f"llast train ({name}) failed:\n{p.stdout[-4000:]}")
-        train_wall = time.time() - t0
+        train_wall = train_load.result["wall_s"]
         records = [json.loads(x) for x in open(out_dir / "log.jsonl") if '"loss"' in x]
         eval_dir = out_dir / "eval-dev"
         ev_cmd = LLAST + ["evaluate", "--model", str(out_dir / "final"), "--data", *map(str, DEV), "--out", str(eval_dir),
                           "--limit", str(args.bleu_clips // 2), "--num-beams", "5", "--batch-size", str(args.bleu_batch),
                           "--max-new-tokens", str(args.bleu_max_new_tokens)]
         log(f"  $ llast evaluate --model {out_dir / 'final'} --limit {args.bleu_clips // 2} --num-beams 5 --batch-size {args.bleu_batch}")
-        t0 = time.time()
-        p = subprocess.run(ev_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with OtherLoad() as eval_load:
+            p = subprocess.run(ev_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if p.returncode != 0:
             raise RuntimeError(f"llast evaluate ({name}) failed:\n{p.stdout[-4000:]}")
-        eval_wall = time.time() - t0
+        eval_wall = eval_load.result["wall_s"]
+        dl = run_worker("devloss", dict(base, system=name, checkpoint=str(out_dir / "final")), log)
         sets = json.loads((eval_dir / "score.json").read_text())["sets"]
         hyps, refs = [], []
         for set_name in sets:
@@ -463,10 +517,15 @@ def part_bleu(args, systems: dict, s_per_step: dict, log, res: dict) -> dict:
             "final_loss": records[-1]["loss"] if records else None,
             "bleu_all": both["bleu"], "chrf_all": both["chrf"], "bleu_signature": both["bleu_signature"],
             "per_set": {k: {"bleu": v["bleu"], "chrf": v["chrf"], "n": v["n"], "rtf": v["real_time_factor"]} for k, v in sets.items()},
+            "dev_loss": dl["dev_loss"], "dev_loss_samples": dl["n"],
+            "train_loss_last5_mean": round(sum(r["loss"] for r in records[-5:]) / len(records[-5:]), 4) if records else None,
             "eval_wall_s": round(eval_wall, 1), "checkpoint": str(out_dir.relative_to(ROOT) / "final"),
+            "cpu_load_train": train_load.result, "cpu_load_eval": eval_load.result,
             "example_hyp": hyps[0] if hyps else "", "example_ref": refs[0] if refs else "",
         }
-        log(f"  {name}: {res['systems'][name]['steps_done']} steps, BLEU {both['bleu']:.2f} chrF {both['chrf']:.1f}")
+        log(f"  {name}: {res['systems'][name]['steps_done']} steps, BLEU {both['bleu']:.2f} chrF {both['chrf']:.1f}, "
+            f"dev loss {dl['dev_loss']:.3f}; other processes used {100 * train_load.result['other_share_of_capacity']:.1f}% "
+            "of the CPU capacity during training")
     return res
 
 
@@ -480,7 +539,8 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = {"defaults": ("o-", "LLaST-mini, this project's defaults"), "whisper": ("s--", "Whisper base, own translate task"),
               "faithful": ("D", "LLaST-mini, paper-faithful (pad30, stack 1)"),
-              "released": ("X", "released-code emulation (1500 frames to the LLM)")}
+              "released": ("X", "released-code emulation (1500 frames to the LLM)"),
+              "defaults-merged": ("*", "defaults, LoRA merged (llast export)")}
     for name, (style, label) in styles.items():
         if name not in inf:
             continue
@@ -488,6 +548,13 @@ def plot(results: dict, path: Path) -> None:
         ax.plot([p["batch_size"] for p in pts], [p["audio_sec_per_sec"] for p in pts], style, label=label, ms=7)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    lo = min(p["audio_sec_per_sec"] for v in inf.values() for p in v["points"])
+    hi = max(p["audio_sec_per_sec"] for v in inf.values() for p in v["points"])
+    ax.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo / 2 <= t <= hi * 2])
     bs = sorted({p["batch_size"] for v in inf.values() for p in v["points"]})
     ax.set_xticks(bs)
     ax.set_xticklabels([str(b) for b in bs])
@@ -541,6 +608,9 @@ def summary_table(r: dict) -> str:
         if "released" in inf:
             rl = inf["released"]["points"][0]
             lines.append(f"| inference, released-code emulation (all 1500 frames to the LLM), batch 1, first {rl['clips']} clips: audio s / s (RTF) | {rl['audio_sec_per_sec']:.2f} ({rl['rtf']:.3f}) | {d['audio_sec_per_sec']:.2f} (all {d['clips']} clips) | {ratio(d['audio_sec_per_sec'], rl['audio_sec_per_sec'])}x |")
+        if "defaults-merged" in inf:
+            mg = inf["defaults-merged"]["points"][0]
+            lines.append(f"| inference, defaults with LoRA merged (`llast export`), batch {mg['batch_size']}: audio s / s (RTF) | | {mg['audio_sec_per_sec']:.2f} ({mg['rtf']:.4f}) | {ratio(mg['audio_sec_per_sec'], f['audio_sec_per_sec'])}x |")
         if "mfu" in f:
             lines.append(f"| inference: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     b = r.get("bleu")
@@ -548,6 +618,7 @@ def summary_table(r: dict) -> str:
         f, d = b["systems"]["faithful"], b["systems"]["defaults"]
         lines.append(f"| dev BLEU after {b['budget_minutes']:g} min of training ({b['eval_clips']} clips, beam 5) | {f['bleu_all']:.2f} ({f['steps_done']} steps) | {d['bleu_all']:.2f} ({d['steps_done']} steps) | {round(d['bleu_all'] - f['bleu_all'], 2):+} BLEU |")
         lines.append(f"| dev chrF after {b['budget_minutes']:g} min | {f['chrf_all']:.1f} | {d['chrf_all']:.1f} | {round(d['chrf_all'] - f['chrf_all'], 1):+} |")
+        lines.append(f"| dev loss (target tokens, all {f['dev_loss_samples']} dev clips) after {b['budget_minutes']:g} min | {f['dev_loss']:.3f} | {d['dev_loss']:.3f} | {round(d['dev_loss'] - f['dev_loss'], 3):+} (lower is better) |")
     return "\n".join(lines)
 
 
@@ -556,6 +627,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", default="bench/results/cpu.json", help="results JSON (the table goes next to it as .md)")
     ap.add_argument("--parts", default="train,infer,bleu", help="comma-separated subset of train,infer,bleu")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the --out JSON")
     ap.add_argument("--systems", default="faithful,defaults", help="(for debugging) which of faithful,defaults to run")
     ap.add_argument("--warmup-steps", type=int, default=1, help="untimed training steps before the timed ones")
     ap.add_argument("--faithful-steps", type=int, default=3, help="timed optimizer steps, faithful")
@@ -570,6 +642,8 @@ def main(argv=None) -> int:
     ap.add_argument("--released-clips", type=int, default=2,
                     help="inference only: also time the released code's way of feeding all 1500 encoder frames to the "
                          "LLM (pad30 here passes only the real frames), batch 1, on the first N of the clips (0 = skip)")
+    ap.add_argument("--merged", action=argparse.BooleanOptionalAction, default=True,
+                    help="inference only: also time the defaults with LoRA merged (the `llast export` form)")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
@@ -584,6 +658,11 @@ def main(argv=None) -> int:
     tmp = ROOT / "runs" / "bench" / f"{args.name}-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
+    png = out.parent / ("throughput_vs_batch.png" if args.name == "cpu" else f"{args.name}_throughput_vs_batch.png")
+    if args.replot:
+        plot(json.loads(out.read_text()), png)
+        print(f"wrote {png}")
+        return 0
     systems = {k: v for k, v in SYSTEMS.items() if k in args.systems.split(",")}
     t_start = time.time()
 
@@ -638,6 +717,10 @@ def main(argv=None) -> int:
             ("defaults", [], [int(x) for x in args.sweep.split(",")]),
             ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x]),
             ("released", FAITHFUL, [1] if args.released_clips > 0 else []),
+            # the deployable form of the defaults (`llast export` merges the LoRA into the base weights):
+            # the same computation as a model without LoRA modules
+            ("defaults-merged", ["model.encoder.lora.enabled=false", "model.llm.lora.enabled=false"],
+             [args.infer_batch] if args.merged else []),
         ]
         for name, ov, batches in plan:
             if not batches or (name in SYSTEMS and name not in systems):
@@ -654,14 +737,14 @@ def main(argv=None) -> int:
                 log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "
                     f"output lengths {p['output_lengths']}")
             save()
-        plot(results, out.parent / ("throughput_vs_batch.png" if args.name == "cpu" else f"{args.name}_throughput_vs_batch.png"))
+        plot(results, png)
     if "bleu" in parts:
         log(f"part 4: dev BLEU after {args.bleu_minutes} min of training each")
         s_per_step = {k: v["s_per_step"] for k, v in results.get("training", {}).items()}
         if not set(systems) <= set(s_per_step):
             print("bench: part bleu needs part train's s/step (run it in the same call or before)", file=sys.stderr)
             return 2
-        results["bleu"] = part_bleu(args, systems, s_per_step, log, results.get("bleu", {}))
+        results["bleu"] = part_bleu(args, systems, s_per_step, log, results.get("bleu", {}), base)
         save()
     results["total_wall_s"] = round(time.time() - t_start, 1)
     save()
@@ -679,7 +762,7 @@ if __name__ == "__main__":
 
         warnings.filterwarnings("ignore")
         spec = json.loads(sys.argv[3])
-        fn = {"train": worker_train, "infer": worker_infer}[sys.argv[2]]
+        fn = {"train": worker_train, "infer": worker_infer, "devloss": worker_devloss}[sys.argv[2]]
         result = fn(spec)
         Path(spec["result"]).write_text(json.dumps(result, indent=2))
         sys.exit(0)

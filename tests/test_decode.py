@@ -84,6 +84,10 @@ def test_translate_accepts_paths_and_any_rate(translator, tmp_path):
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
     with pytest.raises(AudioError, match="missing.wav"):
         translator.translate(str(tmp_path / "missing.wav"), src="fr")
+    with pytest.raises(AudioError, match="shape"):
+        translator.translate(np.zeros((2, 16000), np.float32), src="fr")
+    with pytest.raises(AudioError, match="NaN"):
+        translator.translate(np.full(16000, np.nan, np.float32), src="fr")
 
 
 def test_split_long_cuts_at_quiet_points():

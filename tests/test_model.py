@@ -244,6 +244,20 @@ def test_greedy_generation_is_deterministic_and_left_padded(tiny_dirs):
     assert torch.equal(a, b) and a.shape[0] == 3
 
 
+@pytest.mark.parametrize("llm", ["llama", "gemma3", "qwen2"])
+def test_shared_prefill_beam_search_gives_the_same_outputs(tiny_dirs, llm):
+    model, proc, cfg = _build(tiny_dirs, "whisper", llm)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.eval()
+    batch = proc([Example(e.audio, e.src_lang, e.tgt_lang, e.task) for e in _examples()])
+    kw = dict(num_beams=4, max_new_tokens=8, do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
+              pad_token_id=proc.tokenizer.pad_token_id)
+    plain = model.generate(**batch, share_prefill=False, **kw)
+    shared = model.generate(**batch, share_prefill=True, **kw)
+    assert torch.equal(plain, shared)
+
+
 def test_every_yaml_config_loads():
     configs = sorted(Path(__file__).parent.parent.glob("configs/**/*.yaml"))
     assert configs, "configs/ holds the shipped configs"

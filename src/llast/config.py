@@ -158,6 +158,9 @@ class DecodeConfig:
     repetition_penalty: float = 1.0
     batch_size: int = 16
     max_batch_seconds: float = 240.0
+    # Beam search: run each prompt's prefill once and share its KV cache among the beams (same outputs;
+    # transformers alone prefills every beam). False = plain transformers beam search.
+    share_prefill: bool = True
 
 
 @dataclass

@@ -35,6 +35,7 @@ def generate_kwargs(decode: DecodeConfig, tokenizer) -> dict:
         early_stopping=True if decode.num_beams > 1 else False,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        share_prefill=decode.share_prefill,  # consumed by LLaST.generate
     )
 
 
@@ -56,6 +57,20 @@ def split_long(audio: np.ndarray, max_seconds: float, sample_rate: int = 16000) 
         start = cut
     chunks.append(audio[start:])
     return [c for c in chunks if len(c) > frame]
+
+
+def _check_array(audio, index: int) -> np.ndarray:
+    """A waveform given as an array must already be 16 kHz mono: (S,) finite samples."""
+    from llast.errors import AudioError
+
+    wav = np.asarray(audio, dtype=np.float32)
+    if wav.ndim != 1:
+        raise AudioError(f"audio #{index}: expected a mono 16 kHz waveform of shape (samples,), got shape {wav.shape}")
+    if wav.size == 0:
+        raise AudioError(f"audio #{index}: empty waveform")
+    if not np.isfinite(wav).all():
+        raise AudioError(f"audio #{index}: waveform holds NaN or infinite samples")
+    return wav
 
 
 class Translator:
@@ -124,7 +139,7 @@ class Translator:
         examples, owner = [], []
         for k, item in enumerate(items):
             # Whole files are read (any length); long ones are split below, so no max_seconds here.
-            wav = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float32)
+            wav = load_audio(item) if isinstance(item, (str, Path)) else _check_array(item, k)
             for chunk in split_long(wav, max_s):
                 examples.append(Example(chunk, src, src if task == "transcribe" else tgt, task))
                 owner.append(k)

@@ -220,9 +220,28 @@ class LLaST(nn.Module):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     @torch.no_grad()
-    def generate(self, input_features, audio_lengths, input_ids, attention_mask, **generate_kwargs) -> torch.Tensor:
-        """Token ids of the continuation only, (B, new_tokens). Prompts must be left padded."""
+    def generate(
+        self, input_features, audio_lengths, input_ids, attention_mask, share_prefill: bool = True, **generate_kwargs
+    ) -> torch.Tensor:
+        """Token ids of the continuation only, (B, new_tokens). Prompts must be left padded.
+
+        With beam search, transformers copies every prompt num_beams times BEFORE the prefill, so a
+        prompt of L tokens costs num_beams * L token-forwards, most of a short clip's decoding. With
+        `share_prefill`, the prompt (all but its last token) is run once per clip and its KV cache
+        repeated for the beams; generate() then starts from the cache. Same outputs, less work.
+        """
+        from transformers import DynamicCache
+
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
+        num_beams = generate_kwargs.get("num_beams", 1)
+        if share_prefill and num_beams > 1 and embeds.shape[1] > 1:
+            cache = DynamicCache(config=self.llm.config)
+            mask = attention_mask[:, :-1]
+            position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
+            self.llm(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
+                     past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
+            generate_kwargs["past_key_values"] = cache
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
 
