@@ -668,14 +668,14 @@ def main(argv=None) -> int:
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     args.name = out.stem
-    tmp = ROOT / "runs" / "bench" / f"{args.name}-tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
     png = out.parent / ("throughput_vs_batch.png" if args.name == "cpu" else f"{args.name}_throughput_vs_batch.png")
     if args.replot:
         plot(json.loads(out.read_text()), png)
         print(f"wrote {png}")
         return 0
+    tmp = ROOT / "runs" / "bench" / f"{args.name}-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     systems = {k: v for k, v in SYSTEMS.items() if k in args.systems.split(",")}
     t_start = time.time()
 
