@@ -230,17 +230,13 @@ def _load_translator(spec: str):
         from llast.model import build_model
 
         cfg = load_config(spec)
-        torch_seed(cfg.train.seed)
+        import torch
+
+        torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
         model = build_model(cfg.model)
         apply_lora(model, cfg.model)
         return Translator(model.eval(), cfg)
     return load_model(spec)
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def evaluate_cli(args, overrides: dict) -> int:

@@ -243,7 +243,6 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
-    set_trainable(model, adaptor_only=cfg.model.adaptor_only_steps > 0)
     say(format_param_counts(param_counts(model)))
     # Everything that may train has requires_grad when the model is wrapped: DDP registers (and
     # all-reduces) only those parameters, so LoRA frozen at wrap time would never be synchronised in
