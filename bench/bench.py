@@ -132,14 +132,12 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def matmul_peak(device: str, seconds: float = 3.0) -> dict:
-    """Measured dense matmul peak: bf16 on CUDA, fp32 on CPU (FLOP/s)."""
+def matmul_peak(device: str, seconds: float = 3.0, dtype_name: str | None = None) -> dict:
+    """Measured dense matmul peak (FLOP/s): bf16 on CUDA, fp32 on CPU unless `dtype_name` says."""
     import torch
 
-    if device == "cuda":
-        n, dtype = 8192, torch.bfloat16
-    else:
-        n, dtype = 2048, torch.float32
+    dtype = getattr(torch, dtype_name) if dtype_name else (torch.bfloat16 if device == "cuda" else torch.float32)
+    n = 8192 if device == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -345,9 +343,8 @@ def worker_infer(spec: dict) -> dict:
     if spec["system"] == "whisper":
         from llast.evaluate import WhisperBaseline
 
-        base = WhisperBaseline("whisper-base", DecodeConfig(num_beams=spec["num_beams"], max_new_tokens=k), device=device)
-        if cuda:
-            base.model = base.model.to(torch.bfloat16)
+        base = WhisperBaseline(spec["whisper_model"], DecodeConfig(num_beams=spec["num_beams"], max_new_tokens=k),
+                               device=device, dtype=spec["dtype"])
         wmodel, wproc = base.model, base.processor
 
         def generate(exs, batch_size):  # = WhisperBaseline.generate, plus min_new_tokens (fixed length)
@@ -370,8 +367,7 @@ def worker_infer(spec: dict) -> dict:
         from llast.lora import apply_lora
         from llast.model import AUDIO_TOKEN_ID, build_model
 
-        overrides = list(spec["overrides"]) + (["model.dtype=bfloat16"] if cuda else [])
-        cfg = load_config(CONFIG, overrides)
+        cfg = load_config(CONFIG, list(spec["overrides"]))
         if spec.get("all_1500_frames"):
             # Released-code emulation: this project's pad30 mode pads the ENCODER input to 30 s but hands
             # the LLM only the clip's real frames; the released code hands it all 1500. Every clip is then
@@ -393,7 +389,10 @@ def worker_infer(spec: dict) -> dict:
             from llast.checkpoint import merge_lora_weights
 
             merge_lora_weights(model)
-        tr = Translator(model.eval(), cfg, device=device)
+        from llast.model import inference_dtype
+
+        # built and merged in fp32, then cast: what `llast.load_model(dtype=...)` does
+        tr = Translator(model.eval().to(inference_dtype(spec["dtype"], device)), cfg, device=device)
         params = _param_groups(model)
         orig = model.generate
 
@@ -447,7 +446,9 @@ def worker_infer(spec: dict) -> dict:
             point["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         points.append(point)
         print(f"[infer {spec['system']}] batch {b}: {dt:.1f} s, RTF {dt / audio_s:.3f}", file=sys.stderr, flush=True)
+    dtype = str(next((wmodel if spec["system"] == "whisper" else tr.model).parameters()).dtype).replace("torch.", "")
     return {"system": spec["system"], "overrides": spec.get("overrides", []), "merge_lora": spec.get("merge_lora", True),
+            "dtype": dtype,
             "num_beams": spec["num_beams"],
             "new_tokens": k, "params": params, "points": points,
             "sample_output": texts[0] if texts else ""}
@@ -547,6 +548,8 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = {"defaults": ("o-", "LLaST-mini, this project's defaults"), "whisper": ("s--", "Whisper base, own translate task"),
               "faithful": ("D", "LLaST-mini, paper-faithful (pad30, stack 1)"),
+              "faithful-float32": ("^", "paper-faithful, fp32 weights"),
+              "faithful-bfloat16": ("v", "paper-faithful, bf16 weights"),
               "faithful-released-decoding": ("d", "paper-faithful, released-style decoding"),
               "defaults-released-decoding": ("*", "defaults, released-style decoding"),
               "released": ("X", "released-code emulation (1500 frames to the LLM,\nreleased-style decoding)")}
@@ -554,6 +557,8 @@ def plot(results: dict, path: Path) -> None:
         if name not in inf:
             continue
         pts = inf[name]["points"]
+        if name in ("defaults", "faithful", "whisper") and "dtype" in inf[name]:
+            label += f", {inf[name]['dtype']}"
         ax.plot([p["batch_size"] for p in pts], [p["audio_sec_per_sec"] for p in pts], style, label=label, ms=7)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -602,11 +607,18 @@ def summary_table(r: dict) -> str:
             lines.append(f"| training: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     inf = r.get("inference")
     if inf and {"faithful", "defaults"} <= set(inf):
-        f = inf["faithful"]["points"][0]
+        # The baseline is the faster of the faithful batch-1 runs (one per weights dtype).
+        runs = {k: v for k, v in inf.items() if k == "faithful" or k in ("faithful-float32", "faithful-bfloat16")}
+        fdt = {k: v.get("dtype", "?") for k, v in runs.items()}
+        fkey = max(runs, key=lambda k: runs[k]["points"][0]["audio_sec_per_sec"])
+        f = runs[fkey]["points"][0]
         best = inf["defaults"]["points"]
         d = next((p for p in best if p["batch_size"] == r["args"]["infer_batch"]), best[-1])
         d1 = next((p for p in best if p["batch_size"] == 1), None)
-        lines.append(f"| inference, beam 5: audio s / s (faithful batch {f['batch_size']}, defaults batch {d['batch_size']}) | {f['audio_sec_per_sec']:.2f} | {d['audio_sec_per_sec']:.2f} | **{ratio(d['audio_sec_per_sec'], f['audio_sec_per_sec'])}x** |")
+        for k in sorted(runs, key=lambda k: k != fkey):
+            p = runs[k]["points"][0]
+            lines.append(f"| inference: faithful batch 1, {fdt[k]} weights: audio s / s{' (the baseline: faster)' if k == fkey and len(runs) > 1 else ''} | {p['audio_sec_per_sec']:.2f} | | |")
+        lines.append(f"| inference, beam 5: audio s / s (faithful batch {f['batch_size']} {fdt[fkey]}, defaults batch {d['batch_size']} {inf['defaults'].get('dtype', '?')}) | {f['audio_sec_per_sec']:.2f} | {d['audio_sec_per_sec']:.2f} | **{ratio(d['audio_sec_per_sec'], f['audio_sec_per_sec'])}x** |")
         lines.append(f"| inference, beam 5: real-time factor (lower is better) | {f['rtf']:.3f} | {d['rtf']:.4f} | {ratio(f['rtf'], d['rtf'])}x faster |")
         if d1 is not None:
             lines.append(f"| inference, beam 5, both at batch 1: audio s / s | {f['audio_sec_per_sec']:.2f} | {d1['audio_sec_per_sec']:.2f} | {ratio(d1['audio_sec_per_sec'], f['audio_sec_per_sec'])}x |")
@@ -623,7 +635,7 @@ def summary_table(r: dict) -> str:
             rl = inf["released"]["points"][0]
             lines.append(f"| inference, released-code emulation (all 1500 frames to the LLM, released-style decoding), batch 1, first {rl['clips']} clips, vs defaults as shipped: audio s / s (RTF) | {rl['audio_sec_per_sec']:.2f} ({rl['rtf']:.3f}) | {d['audio_sec_per_sec']:.2f} ({d['rtf']:.4f}) | {ratio(d['audio_sec_per_sec'], rl['audio_sec_per_sec'])}x |")
         if "mfu" in f:
-            lines.append(f"| inference: model FLOP utilisation ({r['peak']['dtype']} peak) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
+            lines.append(f"| inference: model FLOP utilisation (against the measured matmul peak of each run's dtype) | {100 * f['mfu']:.1f}% | {100 * d['mfu']:.1f}% | |")
     b = r.get("bleu")
     if b and {"faithful", "defaults"} <= set(b["systems"]):
         f, d = b["systems"]["faithful"], b["systems"]["defaults"]
@@ -657,6 +669,13 @@ def main(argv=None) -> int:
     ap.add_argument("--released-decoding", action=argparse.BooleanOptionalAction, default=True,
                     help="inference only: also time faithful (batch 1) and defaults (--infer-batch) decoded as the released "
                          "code decodes: LoRA modules not merged, every beam prefilled (decode.share_prefill=false)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every LLaST system, e.g. model.llm.name=DIR (bench/random_models.py)")
+    ap.add_argument("--whisper-model", default="whisper-base", help="the Whisper peer (a bundled name or a directory)")
+    ap.add_argument("--infer-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="weights dtype for inference; auto = what `llast translate` picks on this machine "
+                         "(bf16 on CUDA and on CPUs with AMX, else fp32). The faithful batch-1 baseline is also "
+                         "timed in the other dtype, and the faster of the two is the baseline")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
@@ -703,7 +722,22 @@ def main(argv=None) -> int:
         f"{results['machine']['ram_gb']} GB, {results['machine'].get('gpu', 'no GPU')}")
     results["peak"] = matmul_peak(args.device)
     log(f"measured {results['peak']['dtype']} matmul peak: {results['peak']['flops_per_s'] / 1e9:.1f} GFLOP/s")
-    base = {"device": args.device, "tmp": str(tmp)}
+    base = {"device": args.device, "tmp": str(tmp), "whisper_model": args.whisper_model}
+    if args.set:
+        systems = {k: list(v) + list(args.set) for k, v in systems.items()}
+        results["set"] = list(args.set)
+    from llast.model import inference_dtype
+
+    dtype = str(inference_dtype(args.infer_dtype, args.device)).replace("torch.", "")
+    other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
+    results["infer_dtype"] = dtype
+    peaks = {results["peak"]["dtype"]: results["peak"]}
+    if "infer" in parts:  # MFU of each inference run against the peak of its own weights dtype
+        for dt in (dtype, other_dtype):
+            if dt not in peaks:
+                peaks[dt] = matmul_peak(args.device, dtype_name=dt)
+                log(f"measured {dt} matmul peak: {peaks[dt]['flops_per_s'] / 1e9:.1f} GFLOP/s")
+        results["peaks"] = peaks
 
     def stamp(part):
         m = results["machine"]
@@ -738,24 +772,32 @@ def main(argv=None) -> int:
         # "-released-decoding" rows decode as the released code does: peft LoRA modules left in, and
         # transformers' beam search prefilling every beam (decode.share_prefill=false).
         released_decoding = ["decode.share_prefill=false"]
+        extra = list(args.set)
+        # (row, overrides, batch sizes, merge LoRA at load, dtype). The faithful batch-1 baseline is timed in
+        # both dtypes: bf16 pays off only at larger batches, and the ratio is taken against the faster one.
         plan = [
-            ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")], True),
-            ("defaults", [], [int(x) for x in args.sweep.split(",")], True),
-            ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x], True),
-            ("faithful-released-decoding", FAITHFUL + released_decoding, [1] if args.released_decoding else [], False),
-            ("defaults-released-decoding", released_decoding, [args.infer_batch] if args.released_decoding else [], False),
-            ("released", FAITHFUL + released_decoding, [1] if args.released_clips > 0 else [], False),
+            ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")], True, dtype),
+            (f"faithful-{other_dtype}", FAITHFUL, [1], True, other_dtype),
+            ("defaults", [], [int(x) for x in args.sweep.split(",")], True, dtype),
+            ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x], True, dtype),
+            ("faithful-released-decoding", FAITHFUL + released_decoding, [1] if args.released_decoding else [], False, dtype),
+            ("defaults-released-decoding", released_decoding, [args.infer_batch] if args.released_decoding else [], False, dtype),
+            ("released", FAITHFUL + released_decoding, [1] if args.released_clips > 0 else [], False, dtype),
         ]
-        for name, ov, batches, merge in plan:
+        for name, ov, batches, merge, dt in plan:
             if not batches or (name in SYSTEMS and name not in systems):
                 continue
-            spec = dict(base, system=name, overrides=ov, clips=clips[: args.released_clips] if name == "released" else clips,
+            if name.startswith("faithful-") and "faithful" not in systems:
+                continue
+            spec = dict(base, system=name, overrides=list(ov) + (extra if name != "whisper" else []),
+                        clips=clips[: args.released_clips] if name == "released" else clips,
                         batch_sizes=batches, num_beams=args.num_beams, new_tokens=args.new_tokens,
-                        all_1500_frames=name == "released", merge_lora=merge)
+                        all_1500_frames=name == "released", merge_lora=merge, dtype=dt)
             r = run_worker("infer", spec, log)
             for p in r["points"]:
                 if "model_flops_per_s" in p:
-                    p["mfu"] = p["model_flops_per_s"] / results["peak"]["flops_per_s"]
+                    p["mfu"] = p["model_flops_per_s"] / peaks[r["dtype"]]["flops_per_s"]
+                    p["mfu_peak_dtype"] = r["dtype"]
             results["inference"][name] = r
             for p in r["points"]:
                 log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "

@@ -36,7 +36,7 @@ def ckpt(tiny_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def translator(ckpt):
-    return load_model(ckpt)
+    return load_model(ckpt, dtype="float32")  # exact comparisons below; bf16 is tested on its own
 
 
 def _clips():
@@ -174,3 +174,44 @@ def test_cli_translate_and_evaluate(ckpt, tmp_path, capsys):
     # A missing file is one clear line on stderr, exit status 1.
     assert main(["translate", "--model", str(ckpt), "--src", "fr", str(tmp_path / "nope.wav")]) == 1
     assert "nope.wav" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- inference dtype
+
+
+def test_inference_dtype_auto_follows_the_hardware(monkeypatch):
+    import llast.model as M
+    from llast.errors import ConfigError
+
+    monkeypatch.setattr(M, "_cpu_has_amx_bf16", lambda: True)
+    assert M.inference_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(M, "_cpu_has_amx_bf16", lambda: False)
+    assert M.inference_dtype("auto", "cpu") == torch.float32
+    assert M.inference_dtype("float32", "cpu") == torch.float32
+    assert M.inference_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ConfigError, match="float64"):
+        M.inference_dtype("float64", "cpu")
+
+
+def test_bf16_load_casts_every_weight_and_keeps_the_loss(ckpt, translator):
+    bf16 = load_model(ckpt, dtype="bfloat16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert not any("lora_" in n for n, _ in bf16.model.named_parameters())  # merged at load
+    examples = [Example(a, "fr", "en", "translate", "hello world") for a in _clips()]
+    batch = translator.processor(examples)
+    with torch.no_grad():
+        ref = float(translator.model(**batch).loss)
+        low = float(bf16.model(**batch).loss)
+    assert low == pytest.approx(ref, rel=0.02)
+    out = bf16.translate(_clips(), src="fr", tgt="en", num_beams=2)
+    assert len(out) == 4 and all(isinstance(t, str) for t in out)
+
+
+def test_cli_dtype_option_reaches_the_model(ckpt, tmp_path, capsys):
+    corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",), n_train=2, n_dev=2)
+    out = tmp_path / "eval"
+    data = str(corpus / "covost_v2.fr_en.dev.tsv")
+    assert main(["evaluate", "--model", str(ckpt), "--data", data, "--out", str(out), "--dtype", "bfloat16"]) == 0
+    assert json.loads((out / "score.json").read_text())["meta"]["dtype"] == "torch.bfloat16"
+    assert main(["evaluate", "--model", str(ckpt), "--data", data, "--out", str(out), "--dtype", "float32"]) == 0
+    assert json.loads((out / "score.json").read_text())["meta"]["dtype"] == "torch.float32"

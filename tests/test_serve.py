@@ -26,7 +26,7 @@ def server(tiny_dirs, tmp_path_factory):
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)
     ckpt = save_checkpoint(model, cfg, tmp_path_factory.mktemp("serve") / "ckpt")
-    translator = load_model(ckpt)
+    translator = load_model(ckpt, dtype="float32")
     srv = make_server(translator, port=0, max_wait_ms=200)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv, translator

@@ -27,10 +27,19 @@ from llast.errors import CheckpointError
 FORMAT = 1
 
 
-def save_checkpoint(model, cfg: Config, path: str | Path, trainer_state: dict | None = None) -> Path:
+def save_checkpoint(
+    model, cfg: Config, path: str | Path, trainer_state: dict | None = None, state_dict: dict | None = None,
+    engine_dir: Path | None = None,
+) -> Path:
     """Write `model` (LLaST, LoRA applied or not) and its config to `path`, atomically (a temporary
     directory renamed into place). `trainer_state` (optimizer, scheduler, RNG, data position) is
-    written beside the weights for `llast train --resume`."""
+    written beside the weights for `llast train --resume`.
+
+    state_dict : the model's adaptor and LoRA tensors, gathered, keyed as in `model.state_dict()`;
+                 given when the live parameters are sharded (FSDP) and cannot be read directly.
+    engine_dir : a directory the training engine wrote (DeepSpeed's partitioned optimizer state);
+                 moved into the checkpoint as `engine/`.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -39,15 +48,25 @@ def save_checkpoint(model, cfg: Config, path: str | Path, trainer_state: dict | 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     save_config(cfg, tmp / "config.yaml")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.adaptor.state_dict().items()}, str(tmp / "adaptor.safetensors"))
+    if state_dict is None:
+        adaptor = model.adaptor.state_dict()
+    else:
+        adaptor = {k[len("adaptor."):]: v for k, v in state_dict.items() if k.startswith("adaptor.")}
+    save_file({k: v.detach().cpu().contiguous() for k, v in adaptor.items()}, str(tmp / "adaptor.safetensors"))
     parts = ["adaptor"]
     for part in ("encoder", "llm"):
         module = getattr(model, part)
         if hasattr(module, "peft_config"):
-            module.save_pretrained(str(tmp / f"{part}_lora"))
+            if state_dict is None:
+                module.save_pretrained(str(tmp / f"{part}_lora"))
+            else:
+                own = {k[len(part) + 1:]: v for k, v in state_dict.items() if k.startswith(part + ".")}
+                module.save_pretrained(str(tmp / f"{part}_lora"), state_dict=own)
             parts.append(f"{part}_lora")
     if trainer_state is not None:
         torch.save(trainer_state, tmp / "trainer_state.pt")
+    if engine_dir is not None:
+        os.replace(engine_dir, tmp / "engine")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": False, "parts": parts}))
     if path.exists():
         old = path.with_name(path.name + ".old")
@@ -151,18 +170,26 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
     return model.eval(), cfg
 
 
-def load_model(path: str | Path, dtype: str | None = None, device: str | None = None, merge_lora: bool = True):
+def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True):
     """A ready-to-use Translator for checkpoint `path` (see llast.decode.Translator).
 
     With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
     load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
+    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
+            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
+            then cast.
     """
-    from llast.decode import Translator
+    import torch
 
-    model, cfg = load_checkpoint(path, dtype=dtype)
+    from llast.decode import Translator
+    from llast.model import inference_dtype
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    target = inference_dtype(dtype, device)
+    model, cfg = load_checkpoint(path)
     if merge_lora:
         merge_lora_weights(model)
-    return Translator(model, cfg, device=device)
+    return Translator(model.to(target), cfg, device=device)
 
 
 def merge_lora_weights(model) -> None:

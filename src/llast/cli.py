@@ -109,6 +109,8 @@ def _add_decode_options(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None)
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
 
 
 def _decode_overrides(args) -> dict:
@@ -180,6 +182,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for others to batch with")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
 
 
 def _run_serve(args) -> int:

@@ -151,7 +151,7 @@ class Translator:
 def translate_cli(args, overrides: dict) -> int:
     from llast.checkpoint import load_model
 
-    translator = load_model(args.model)
+    translator = load_model(args.model, dtype=args.dtype)
     tgt = args.src if args.task == "transcribe" else args.tgt
     texts = translator.translate(
         list(args.files), args.src, tgt, task=args.task, progress=len(args.files) > 1,

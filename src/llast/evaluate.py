@@ -104,15 +104,16 @@ def _load(sample: Sample, max_seconds: float | None) -> np.ndarray:
 class WhisperBaseline:
     """Whisper's own translate/transcribe task through transformers (the paper's Table 2 baseline)."""
 
-    def __init__(self, name: str, decode: DecodeConfig, device: str | None = None):
+    def __init__(self, name: str, decode: DecodeConfig, device: str | None = None, dtype: str = "auto"):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from llast.model import resolve_name
+        from llast.model import inference_dtype, resolve_name
 
         path = resolve_name(name)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = WhisperForConditionalGeneration.from_pretrained(path).to(self.device).eval()
+        self.dtype = inference_dtype(dtype, self.device)
+        self.model = WhisperForConditionalGeneration.from_pretrained(path).to(self.device, self.dtype).eval()
         self.processor = WhisperProcessor.from_pretrained(path)
         self.decode = decode
 
@@ -219,7 +220,7 @@ def print_scores(scores: dict) -> None:
             print(f"  {r['bleu_signature']}")
 
 
-def _load_translator(spec: str):
+def _load_translator(spec: str, dtype: str = "auto"):
     """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
     from llast.checkpoint import load_model
 
@@ -227,7 +228,7 @@ def _load_translator(spec: str):
         from llast.config import load_config
         from llast.decode import Translator
         from llast.lora import apply_lora
-        from llast.model import build_model
+        from llast.model import build_model, inference_dtype
 
         cfg = load_config(spec)
         import torch
@@ -235,8 +236,9 @@ def _load_translator(spec: str):
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
         model = build_model(cfg.model)
         apply_lora(model, cfg.model)
-        return Translator(model.eval(), cfg)
-    return load_model(spec)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return Translator(model.eval().to(inference_dtype(dtype, device)), cfg, device=device)
+    return load_model(spec, dtype=dtype)
 
 
 def evaluate_cli(args, overrides: dict) -> int:
@@ -250,17 +252,18 @@ def evaluate_cli(args, overrides: dict) -> int:
         if (Path(args.model) / "llast.json").is_file():
             name = read_checkpoint_config(args.model).model.encoder.name
         decode = dataclasses.replace(DecodeConfig(), **overrides)
-        baseline = WhisperBaseline(name, decode)
+        baseline = WhisperBaseline(name, decode, dtype=args.dtype)
         generate = baseline.generate
-        meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams}
+        meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
         max_seconds = 30.0
     else:
-        translator = _load_translator(args.model)
+        translator = _load_translator(args.model, args.dtype)
         decode = translator.decode_config(**overrides)
         def generate(examples, on_batch=None):
             return translator.generate(examples, decode, on_batch=on_batch)
 
-        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams}
+        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams,
+                "dtype": str(next(translator.model.parameters()).dtype)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
     scores = evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad, max_seconds=max_seconds, meta=meta)

@@ -281,6 +281,35 @@ def _whisper_encode_variable(enc, mel: torch.Tensor, mel_lengths: torch.Tensor) 
 # ----------------------------------------------------------------------------- loading
 
 
+def _cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def inference_dtype(setting: str, device) -> torch.dtype:
+    """The weights dtype for decoding. "auto": bf16 on CUDA GPUs that support it and on CPUs with
+    AMX-BF16 (there bf16 matmuls run 3-6x faster than fp32 at decoding batch sizes), else fp32."""
+    if setting != "auto":
+        if setting not in _DTYPES:
+            from llast.errors import ConfigError
+
+            raise ConfigError(f"dtype {setting!r}: expected one of auto, {', '.join(_DTYPES)}")
+        return _DTYPES[setting]
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_has_amx_bf16() else torch.float32
+    return torch.float32
+
+
 def resolve_name(name: str) -> str:
     """Bundled model name -> its prepared directory; local paths and hub ids pass through."""
     if Path(name).is_dir():

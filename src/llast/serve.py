@@ -137,7 +137,7 @@ def make_server(translator, host: str = "127.0.0.1", port: int = 8000, max_wait_
 def serve_cli(args) -> int:
     from llast.checkpoint import load_model
 
-    translator = load_model(args.model)
+    translator = load_model(args.model, dtype=args.dtype)
     server = make_server(translator, args.host, args.port, args.max_wait_ms, model_name=args.model)
     print(f"llast serve: {args.model} on http://{args.host}:{server.server_address[1]}  (POST /translate?src=..&tgt=..)", flush=True)
     try:

@@ -119,6 +119,32 @@ def _window_len(batch_no: int, n_batches: int, grad_accum: int) -> int:
     return min(grad_accum, n_batches - start)
 
 
+def _engine(accelerator) -> str:
+    """"fsdp", "deepspeed" or "ddp" (also one process): what decides how checkpoints are gathered."""
+    from accelerate.utils import DistributedType
+
+    t = accelerator.distributed_type
+    return "fsdp" if t == DistributedType.FSDP else "deepspeed" if t == DistributedType.DEEPSPEED else "ddp"
+
+
+def _fsdp_full_state(model, optimizer, with_optimizer: bool) -> tuple[dict, dict | None]:
+    """Unsharded adaptor + LoRA tensors and (optionally) optimizer state of an FSDP model, on rank 0 (CPU).
+    A collective: every rank calls it. Frozen base weights are not gathered; the adaptor and LoRA are
+    made trainable for the call so that LST's first stage (LoRA frozen) still saves its LoRA."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    set_trainable(model, adaptor_only=False)
+    try:
+        weights = get_model_state_dict(model, options=opts)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+    optim = get_optimizer_state_dict(model, optimizer, options=opts) if with_optimizer else None
+    return weights, optim
+
+
 def _mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -221,6 +247,8 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
+    say(f"[train] {world} process(es), {accelerator.distributed_type.value}, device {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}")
     _seed_all(tc.seed)  # the same on every rank: identical LoRA initialisation
 
     # ---------------------------------------------------------------- data
@@ -276,11 +304,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             generator=torch.Generator().manual_seed(tc.seed),
         )
 
-    if accelerator.state.deepspeed_plugin is not None:  # batches come from our own sampler
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    # ---------------------------------------------------------------- resume
+    # ---------------------------------------------------------------- resume (weights)
     step, epoch, batches_done = 0, 0, 0
     ckpt = None
     if resume not in ("no", "none", ""):
@@ -289,10 +313,33 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             raise CheckpointError(f"{ckpt}: checkpoint directory not found; cannot resume training from it")
         if ckpt is not None and not (ckpt / "trainer_state.pt").is_file():
             raise CheckpointError(f"{ckpt}: no trainer_state.pt; cannot resume training from it")
+    if ckpt is not None:  # into the plain module, before any engine shards or casts it
+        load_weights(model, ckpt)
+
+    engine = _engine(accelerator)
+    if engine == "deepspeed":
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = 1  # batches come from our own sampler
+        ds["gradient_clipping"] = tc.grad_clip  # DeepSpeed clips inside its step
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP replaces the parameters with sharded ones: clip the live ones (the optimizer was rebound).
+    params = [p for n, p in accelerator.unwrap_model(model).named_parameters() if n.startswith("adaptor.") or "lora_" in n]
+
+    # ---------------------------------------------------------------- resume (optimizer, schedule, RNG, data)
     if ckpt is not None:
-        load_weights(accelerator.unwrap_model(model), ckpt)
         state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
+        if engine == "deepspeed":
+            if not (ckpt / "engine").is_dir():
+                raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
+            model.load_checkpoint(str(ckpt / "engine"), tag="state", load_module_strict=False,
+                                  load_optimizer_states=True, load_lr_scheduler_states=False)
+        elif engine == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
         saved_world = state.get("num_processes", 1)
@@ -313,8 +360,17 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     logger = _Logger(out_dir, main)
 
     def save(path: Path, with_state: bool) -> None:
+        """A checkpoint at `path` (all ranks call this: gathering sharded state is a collective)."""
         accelerator.wait_for_everyone()
-        state = None
+        state, weights, engine_dir = None, None, None
+        if engine == "fsdp":  # parameters and optimizer state are sharded: gather full copies on rank 0
+            weights, optim = _fsdp_full_state(accelerator.unwrap_model(model), optimizer.optimizer, with_state)
+        elif with_state:
+            optim = optimizer.state_dict() if engine != "deepspeed" else None
+        if engine == "deepspeed" and with_state:  # every rank writes its optimizer partition
+            engine_dir = path.with_name(path.name + ".engine.tmp")
+            model.save_checkpoint(str(engine_dir), tag="state", exclude_frozen_parameters=True)
+            accelerator.wait_for_everyone()
         if with_state:
             rng = [_rng_state()]
             if world > 1:  # every rank's RNG, in rank order (a collective: all ranks call save)
@@ -324,12 +380,13 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             # A checkpoint on the last batch of an epoch resumes at the start of the next one.
             at_end = batches_done >= n_batches
             state = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "optimizer": optim, "scheduler": scheduler.state_dict(), "step": step,
                 "epoch": epoch + 1 if at_end else epoch, "batches_done": 0 if at_end else batches_done,
                 "rng": rng, "num_processes": world,
             }
         if main:
-            save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state)
+            save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state, state_dict=weights,
+                            engine_dir=engine_dir)
             if with_state and tc.keep_last > 0:  # keep_last <= 0: keep every checkpoint
                 old = sorted((p for p in out_dir.glob("checkpoint-*") if _CKPT.match(p.name)), key=lambda p: p.name)
                 for p in old[: max(0, len(old) - tc.keep_last)]:
@@ -381,7 +438,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 window["samples"] += meta["n_samples"]
             if not sync:
                 continue
-            if tc.grad_clip > 0:
+            if tc.grad_clip > 0 and engine != "deepspeed":
                 accelerator.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
