@@ -317,6 +317,9 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         load_weights(model, ckpt)
 
     engine = _engine(accelerator)
+    if engine == "fsdp" and tc.eval_bleu and tc.eval_every:
+        say("[train] warning: train.eval_bleu is ignored under FSDP (generation needs unsharded weights); dev loss is still computed")
+        tc.eval_bleu = False
     if engine == "deepspeed":
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = 1  # batches come from our own sampler
@@ -331,8 +334,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         if engine == "deepspeed":
             if not (ckpt / "engine").is_dir():
                 raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
-            model.load_checkpoint(str(ckpt / "engine"), tag="state", load_module_strict=False,
-                                  load_optimizer_states=True, load_lr_scheduler_states=False)
+            loaded, _ = model.load_checkpoint(str(ckpt / "engine"), tag="state", load_module_strict=False,
+                                              load_optimizer_states=True, load_lr_scheduler_states=False)
+            if loaded is None:
+                raise CheckpointError(f"{ckpt / 'engine'}: DeepSpeed could not load its state from here")
         elif engine == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
