@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 ENGINES = {
     "ddp": ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml")],
-    "fsdp": ["--config_file", str(ROOT / "configs/accelerate/fsdp.yaml"), "--fsdp_min_num_params", "2000"],
+    "fsdp": ["--config_file", str(ROOT / "configs/accelerate/fsdp.yaml")],
     "deepspeed": ["--config_file", str(ROOT / "configs/accelerate/deepspeed_zero2.yaml")],
 }
 RUN = ["data.batch_size=5", "train.grad_accum=3", "train.max_steps=10", "train.save_every=3", "train.keep_last=0"]

@@ -144,6 +144,11 @@ class LLaST(nn.Module):
         self.llm = llm
         self.cfg = cfg
         self.encoder_config = _unwrap(encoder).config
+        # The transformer blocks of both parts (HF names, e.g. WhisperEncoderLayer, LlamaDecoderLayer): what
+        # FSDP shards one by one (Accelerate's TRANSFORMER_BASED_WRAP reads this attribute).
+        present = {type(m).__name__ for m in self.modules()}
+        blocks = [n for part in (encoder, llm) for n in (getattr(_unwrap(part), "_no_split_modules", None) or [])]
+        self._no_split_modules = sorted({n for n in blocks if n in present})
         self.family = encoder_family(self.encoder_config)
 
     # ------------------------------------------------------------------ audio
