@@ -141,7 +141,7 @@ class TrainConfig:
     schedule: str = "linear"  # linear | cosine (decay after warmup)
     grad_accum: int = 1
     grad_clip: float = 1.0
-    mixed_precision: str = "auto"  # auto (bf16 where supported on GPU) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (the launcher's setting, else bf16 where the GPU supports it) | no | bf16 | fp16
     log_every: int = 10
     save_every: int = 500
     keep_last: int = 2

@@ -146,8 +146,13 @@ def _fsdp_full_state(model, optimizer, with_optimizer: bool) -> tuple[dict, dict
 
 
 def _mixed_precision(setting: str) -> str:
+    """train.mixed_precision -> Accelerate's setting. "auto": what `accelerate launch` was told (its
+    config file or --mixed_precision), else bf16 on GPUs that support it, else none."""
     if setting != "auto":
         return setting
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched:
+        return launched
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
