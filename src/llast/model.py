@@ -243,8 +243,10 @@ class LLaST(nn.Module):
             cache = DynamicCache(config=self.llm.config)
             mask = attention_mask[:, :-1]
             position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
-            self.llm(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
-                     past_key_values=cache, use_cache=True, logits_to_keep=1)
+            # The decoder body only: the prefill is for the cache, its logits would be thrown away (and
+            # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
+            self.llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
+                                   past_key_values=cache, use_cache=True)
             cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
             generate_kwargs["past_key_values"] = cache
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
