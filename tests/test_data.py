@@ -105,6 +105,18 @@ def test_read_covost_missing_clip(tmp_path):
         read_covost(tsv)
 
 
+def test_skip_bad_leaves_out_missing_and_corrupt_clips_while_reading(tmp_path):
+    tsv = make_covost(tmp_path, "fr", "en", "train",
+                      [("a", "Un.", "One.", 1.0), ("gone", "Deux.", "Two.", 0), ("c", "Trois.", "Three.", 1.0)])
+    (tmp_path / "fr" / "clips_16k" / "c.wav").write_bytes(b"RIFF garbage")
+    skipped: list[str] = []
+    samples = build_samples([DataSource(format="covost", path=str(tsv))], asr_augment=True, skipped=skipped)
+    assert [(s.id, s.task) for s in samples] == [("a", "translate"), ("a-asr", "transcribe")]
+    assert len(skipped) == 2 and "gone.mp3" in skipped[0] and "c.wav" in skipped[1]
+    with pytest.raises(AudioError, match="gone.mp3"):  # without the list: the first bad clip stops the read
+        build_samples([DataSource(format="covost", path=str(tsv))], asr_augment=True)
+
+
 def test_covost_name_required_without_langs(tmp_path):
     tsv = tmp_path / "fr_en.tsv"
     tsv.write_text(HEADER)

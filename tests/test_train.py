@@ -357,3 +357,35 @@ def test_fsdp_checkpoint_gathers_the_sharded_trainable_state(tiny_dirs, tmp_path
     for n, p in loaded.named_parameters():
         if n in expected:
             torch.testing.assert_close(p, expected[n].detach(), atol=1e-6, rtol=0)
+
+
+def test_two_processes_survive_a_batch_of_only_unreadable_clips(setup):
+    """data.skip_bad with 2 processes: a rank whose whole batch is unreadable stands in with its last good
+    batch at weight 0, so the other rank's gradient all-reduce does not wait forever."""
+    from llast.data import build_samples
+    from llast.train import make_sampler
+
+    y, out = setup("badrank", max_steps=4)
+    common = ["data.batch_size=1", "data.skip_bad=true", "train.max_steps=4"]
+    cfg = load_config(y, common)
+    samples = build_samples(cfg.data.train, cfg.data.asr_augment, cfg.data.asr_weight)
+    order = {}
+    for rank in (0, 1):
+        sampler = make_sampler(cfg, samples, num_replicas=2, rank=rank)
+        sampler.set_epoch(0)
+        order[rank] = [samples[b[0]].audio for b in sampler]
+    # a clip in rank 1's third batch (of one clip) and in neither rank's first batch (the ASR copy of a
+    # clip is a second sample of the same file)
+    bad = Path(next(a for a in order[1][2:4] if a not in (order[0][0], order[1][0])))
+    saved = bad.read_bytes()
+    try:
+        import soundfile as sf
+
+        sf.write(bad, [0.0] * 8000, 16000)  # a readable header, but silent: unreadable for training
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "llast.cli", "train", str(y), *common]
+        _run(torchrun, timeout=120)  # a stall would time out here
+    finally:
+        bad.write_bytes(saved)
+    assert sorted(_losses(out)) == [1, 2, 3, 4]  # every step was taken, by both ranks together
+    assert all(math.isfinite(v) for v in _losses(out).values())

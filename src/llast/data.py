@@ -138,11 +138,13 @@ def read_covost(
     src: str | None = None,
     tgt: str | None = None,
     limit: int | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Sample]:
     """Read ``covost_v2.{src}_{tgt}.{split}.tsv`` into translation samples.
 
     src/tgt default to the codes in the file name; audio_dir defaults to ``{tsv folder}/{src}/clips_16k``
-    (or ``clips``). Every clip's duration is read from its header, so a missing clip fails here.
+    (or ``clips``). Every clip's duration is read from its header, so a missing clip fails here, unless
+    a `skipped` list is given: then the clip's error is appended to it and the row left out.
     """
     tsv_path = Path(tsv_path)
     if src is None or tgt is None:
@@ -155,7 +157,14 @@ def read_covost(
             break
         if not row["path"]:
             raise DataError(f"{tsv_path}:{lineno}: empty path")
-        clip = resolve_clip(clips, row["path"])
+        try:
+            clip = resolve_clip(clips, row["path"])
+            duration = audio_duration(clip)
+        except AudioError as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            continue
         samples.append(
             Sample(
                 id=Path(row["path"]).stem,
@@ -165,7 +174,7 @@ def read_covost(
                 task="translate",
                 source_text=row["sentence"],
                 target_text=row["translation"],
-                duration=audio_duration(clip),
+                duration=duration,
             )
         )
     return samples
@@ -240,8 +249,9 @@ def read_mustc(split_dir: str | Path, src: str = "en", tgt: str | None = None, l
 # ----------------------------------------------------------------------------- JSONL manifest
 
 
-def read_manifest(jsonl_path: str | Path, limit: int | None = None) -> list[Sample]:
-    """Read a JSONL manifest (see the module docstring); DataError with file:line for a bad line."""
+def read_manifest(jsonl_path: str | Path, limit: int | None = None, skipped: list[str] | None = None) -> list[Sample]:
+    """Read a JSONL manifest (see the module docstring); DataError with file:line for a bad line.
+    With a `skipped` list, a clip whose header cannot be read is appended to it and left out."""
     jsonl_path = Path(jsonl_path)
     if not jsonl_path.is_file():
         raise DataError(f"{jsonl_path}: file not found")
@@ -275,7 +285,13 @@ def read_manifest(jsonl_path: str | Path, limit: int | None = None) -> list[Samp
             offset = float(obj.get("offset", 0.0))
             duration = obj.get("duration")
             if duration is None:
-                duration = audio_duration(audio) - offset
+                try:
+                    duration = audio_duration(audio) - offset
+                except AudioError as e:
+                    if skipped is None:
+                        raise
+                    skipped.append(str(e))
+                    continue
             source = str(obj.get("source_text", ""))
             target = str(obj.get("target_text", source if task == "transcribe" else ""))
             samples.append(
@@ -297,14 +313,15 @@ def read_manifest(jsonl_path: str | Path, limit: int | None = None) -> list[Samp
 # ----------------------------------------------------------------------------- mixing
 
 
-def read_source(src: DataSource) -> list[Sample]:
-    """Read one configured source and give its samples the source's weight."""
+def read_source(src: DataSource, skipped: list[str] | None = None) -> list[Sample]:
+    """Read one configured source and give its samples the source's weight. With a `skipped` list,
+    clips whose header cannot be read are left out and their errors appended to it (data.skip_bad)."""
     if src.format == "covost":
-        samples = read_covost(src.path, src.audio_dir, src.src, src.tgt, limit=src.limit)
+        samples = read_covost(src.path, src.audio_dir, src.src, src.tgt, limit=src.limit, skipped=skipped)
     elif src.format == "mustc":
         samples = read_mustc(src.path, src=src.src or "en", tgt=src.tgt, limit=src.limit)
     elif src.format == "jsonl":
-        samples = read_manifest(src.path, limit=src.limit)
+        samples = read_manifest(src.path, limit=src.limit, skipped=skipped)
     else:
         raise DataError(f"{src.path}: unknown data format {src.format!r} (covost, mustc or jsonl)")
     for s in samples:
@@ -312,7 +329,9 @@ def read_source(src: DataSource) -> list[Sample]:
     return samples
 
 
-def build_samples(sources: list[DataSource], asr_augment: bool, asr_weight: float = 1.0) -> list[Sample]:
+def build_samples(
+    sources: list[DataSource], asr_augment: bool, asr_weight: float = 1.0, skipped: list[str] | None = None
+) -> list[Sample]:
     """Read every source (several = multilingual) and, with `asr_augment`, add transcription samples.
 
     Each translation sample (X->En or En->X) yields an ASR sample in its source language, placed right
@@ -322,7 +341,7 @@ def build_samples(sources: list[DataSource], asr_augment: bool, asr_weight: floa
     out: list[Sample] = []
     seen: set[tuple[str, float, str]] = set()
     for src in sources:
-        for s in read_source(src):
+        for s in read_source(src, skipped):
             if s.task == "transcribe":
                 key = (s.audio, s.offset, s.task)
                 if key in seen:

@@ -259,7 +259,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     # ---------------------------------------------------------------- data
     if not cfg.data.train:
         raise DataError("data.train: no training data configured")
-    samples = build_samples(cfg.data.train, cfg.data.asr_augment, cfg.data.asr_weight)
+    unreadable: list[str] | None = [] if cfg.data.skip_bad else None
+    samples = build_samples(cfg.data.train, cfg.data.asr_augment, cfg.data.asr_weight, skipped=unreadable)
+    if unreadable:
+        say(f"[train] data.skip_bad: left out {len(unreadable)} clips whose audio cannot be read, e.g. {unreadable[0]}")
     if not samples:
         raise DataError("data.train: the configured sources hold no samples")
     too_long = [s for s in samples if (s.duration or 0) > cfg.model.encoder.max_seconds]
@@ -416,6 +419,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
     n_batches = len(sampler)
     stage = None
+    last_batch = None  # stands in (at weight 0) for a batch whose clips were all unreadable, see below
     while not done:
         if tc.max_steps is None and epoch >= tc.epochs:
             break
@@ -434,18 +438,30 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
             sync = batches_done % tc.grad_accum == 0 or batches_done >= n_batches
             accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
+            stand_in = batch is None and world > 1
+            if stand_in:
+                # Every clip of this rank's batch was unreadable (data.skip_bad), but the other ranks are
+                # about to synchronise gradients: take part with the last good batch at weight 0.
+                if last_batch is None:
+                    raise DataError(
+                        f"rank {rank}: every clip of its first batch is unreadable (data.skip_bad); with several "
+                        "processes a rank needs one readable batch before it can stand in for a bad one"
+                    )
+                batch = last_batch
             if batch is not None:
                 batch = {k: v.to(device) for k, v in batch.items()}
+                last_batch = batch
                 # Mean over the window's micro-batches (accelerator.backward divides by grad_accum).
                 scale = accelerator.gradient_accumulation_steps / _window_len(batches_done, n_batches, tc.grad_accum)
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     with accelerator.autocast():
                         loss = model(**batch).loss
-                    accelerator.backward(loss * scale if scale != 1 else loss)
-                window["loss"] += float(loss.detach())
-                window["micro"] += 1
-                window["audio"] += meta["audio_seconds"]
-                window["samples"] += meta["n_samples"]
+                    accelerator.backward(loss * (0.0 if stand_in else scale))
+                if not stand_in:
+                    window["loss"] += float(loss.detach())
+                    window["micro"] += 1
+                    window["audio"] += meta["audio_seconds"]
+                    window["samples"] += meta["n_samples"]
             if not sync:
                 continue
             if tc.grad_clip > 0 and engine != "deepspeed":
