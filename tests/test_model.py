@@ -340,3 +340,48 @@ def test_hub_ids_load_through_the_hf_cache(tiny_dirs, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "loss" in res.stdout
+
+
+@pytest.mark.parametrize("llm", ["llama", "gemma3", "qwen2"])
+@pytest.mark.parametrize("beams,max_new,lp,min_new", [(4, 8, 1.0, 0), (3, 12, 0.6, 0), (2, 10, 2.0, 3), (5, 3, 1.0, 0)])
+def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams, max_new, lp, min_new):
+    """llast.beam (shared prefill, candidates from per-beam top-k, finished clips leave the batch) returns what
+    transformers' beam search returns for the same settings (early_stopping=True, as llast decodes)."""
+    model, proc, cfg = _build(tiny_dirs, "whisper", llm)
+    apply_lora(model, cfg.model)
+    _perturb_lora(model)
+    model.eval()
+    eos = proc.tokenizer.eos_token_id
+    with torch.no_grad():  # make EOS likely, so that hypotheses finish at different steps
+        model.llm.get_output_embeddings().weight[eos] *= 6.0
+    clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0), (1.7, 250.0)])]
+    batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
+    kw = dict(num_beams=beams, max_new_tokens=max_new, length_penalty=lp, early_stopping=True, do_sample=False,
+              eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
+    if min_new:
+        kw["min_new_tokens"] = min_new
+    plain = model.generate(**batch, share_prefill=False, **kw)
+    ours = model.generate(**batch, share_prefill=True, **kw)
+    texts = proc.tokenizer.batch_decode
+    assert texts(ours, skip_special_tokens=True) == texts(plain, skip_special_tokens=True)
+
+    def upto_eos(row):  # what follows EOS is filler (transformers fills with EOS or pad depending on the model)
+        hit = (row == eos).nonzero()
+        return row[: hit[0].item() + 1].tolist() if len(hit) else row.tolist()
+
+    assert ours.shape == plain.shape and [upto_eos(r) for r in ours] == [upto_eos(r) for r in plain]
+
+
+def test_llast_beam_search_finishes_clips_early(tiny_dirs):
+    """The EOS-heavy model above really ends hypotheses before the limit (the early-exit path is exercised)."""
+    model, proc, cfg = _build(tiny_dirs, "whisper", "llama")
+    model.eval()
+    eos = proc.tokenizer.eos_token_id
+    with torch.no_grad():
+        model.llm.get_output_embeddings().weight[eos] *= 6.0
+    clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0)])]
+    batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
+    out = model.generate(**batch, share_prefill=True, num_beams=3, max_new_tokens=12, early_stopping=True,
+                         do_sample=False, eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
+    lengths = [(row == eos).nonzero()[0].item() + 1 if (row == eos).any() else row.numel() for row in out]
+    assert min(lengths) < 12, lengths

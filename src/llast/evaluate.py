@@ -133,7 +133,7 @@ class WhisperBaseline:
                 kwargs = {"language": language, "task": ex.task}
             with torch.no_grad():
                 ids = self.model.generate(
-                    feats.input_features.to(self.device), num_beams=self.decode.num_beams,
+                    feats.input_features.to(self.device, self.dtype), num_beams=self.decode.num_beams,
                     max_new_tokens=min(self.decode.max_new_tokens, 440), **kwargs,
                 )
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))

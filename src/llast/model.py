@@ -247,9 +247,42 @@ class LLaST(nn.Module):
             # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
             self.llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
                                    past_key_values=cache, use_cache=True)
+            own = _own_beam_search_settings(self.llm, generate_kwargs)
+            if own is not None:  # llast.beam: same search, fewer passes over the vocabulary, done clips leave
+                from llast.beam import beam_search
+
+                return beam_search(self.llm, embeds[:, -1:], attention_mask, cache, num_beams=num_beams, **own)
             cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
             generate_kwargs["past_key_values"] = cache
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def _own_beam_search_settings(llm, kw: dict) -> dict | None:
+    """Arguments for llast.beam.beam_search when `kw` asks for what it implements (deterministic beam search,
+    early_stopping=True, no logits processors but min_new_tokens); None: leave it to transformers."""
+    gc = llm.generation_config
+    allowed = {"num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping", "do_sample",
+               "temperature", "top_p", "top_k", "eos_token_id", "pad_token_id", "repetition_penalty"}
+    if set(kw) - allowed or kw.get("early_stopping") is not True or kw.get("do_sample"):
+        return None
+    if (kw.get("repetition_penalty") or 1.0) != 1.0 or not kw.get("max_new_tokens"):
+        return None
+    for name in ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                 "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty"):
+        if getattr(gc, name, None) not in (None, 0, []):
+            return None
+    if getattr(gc, "repetition_penalty", 1.0) not in (None, 1.0):
+        return None
+    eos = kw.get("eos_token_id", gc.eos_token_id)
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = kw.get("pad_token_id", gc.pad_token_id)
+    if not eos:
+        return None
+    lp = kw.get("length_penalty")
+    lp = getattr(gc, "length_penalty", None) if lp is None else lp
+    lp = 1.0 if lp is None else lp
+    return dict(max_new_tokens=int(kw["max_new_tokens"]), eos_token_ids=eos, pad_token_id=eos[0] if pad is None else pad,
+                length_penalty=float(lp), min_new_tokens=int(kw.get("min_new_tokens") or 0))
 
 
 def _lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
