@@ -454,6 +454,67 @@ def worker_infer(spec: dict) -> dict:
             "sample_output": texts[0] if texts else ""}
 
 
+def worker_paired(spec: dict) -> dict:
+    """The headline inference ratio measured in pairs: faithful (batch 1) and defaults (batched), both loaded
+    in this one process, timed alternately for `rounds` rounds on the same clips. A shared machine's speed
+    drifts over minutes; each round's ratio compares two runs made seconds apart."""
+    import statistics
+
+    import torch
+
+    from llast.audio import load_audio
+    from llast.checkpoint import merge_lora_weights
+    from llast.config import load_config
+    from llast.decode import Translator
+    from llast.lora import apply_lora
+    from llast.model import build_model, inference_dtype
+    from llast.processor import Example
+
+    device = "cuda" if spec["device"] == "cuda" else "cpu"
+    k = spec["new_tokens"]
+    examples = [
+        Example(load_audio(c["audio"], offset=c["offset"], duration=c["duration"], max_seconds=30.0), c["src"], c["tgt"], "translate")
+        for c in spec["clips"]
+    ]
+    audio_s = sum(len(e.audio) for e in examples) / 16000
+    runners = {}
+    for name, overrides, dtype, batch in (("faithful", spec["faithful_overrides"], spec["faithful_dtype"], 1),
+                                          ("defaults", spec["defaults_overrides"], spec["dtype"], spec["batch"])):
+        cfg = load_config(CONFIG, list(overrides))
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        apply_lora(model, cfg.model)
+        merge_lora_weights(model)
+        tr = Translator(model.eval().to(inference_dtype(dtype, device)), cfg, device=device)
+        orig = model.generate
+        model.generate = (lambda o: (lambda **kw: o(**kw, min_new_tokens=k)))(orig)
+        decode = tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=batch)
+        tr.generate(examples[:2], tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=2))
+        runners[name] = (tr, decode, dtype, batch)
+    rounds = []
+    for _ in range(spec["rounds"]):
+        r = {}
+        for name, (tr, decode, _, _) in runners.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            tr.generate(examples, decode)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            r[name] = round(audio_s / (time.perf_counter() - t0), 3)
+        r["ratio"] = round(r["defaults"] / r["faithful"], 3)
+        rounds.append(r)
+        print(f"[paired] {r}", file=sys.stderr, flush=True)
+    return {
+        "system": "paired", "clips": len(examples), "audio_s": round(audio_s, 2), "new_tokens": k,
+        "faithful": {"batch_size": 1, "dtype": runners["faithful"][2]},
+        "defaults": {"batch_size": runners["defaults"][3], "dtype": runners["defaults"][2]},
+        "rounds": rounds, "median_ratio": statistics.median(r["ratio"] for r in rounds),
+        "median_faithful_audio_sec_per_sec": statistics.median(r["faithful"] for r in rounds),
+        "median_defaults_audio_sec_per_sec": statistics.median(r["defaults"] for r in rounds),
+    }
+
+
 def worker_devloss(spec: dict) -> dict:
     """Target-token dev loss of a checkpoint (llast.train.dev_loss over the config's dev loader)."""
     import torch
@@ -620,6 +681,9 @@ def summary_table(r: dict) -> str:
             lines.append(f"| inference: faithful batch 1, {fdt[k]} weights: audio s / s{' (the baseline: faster)' if k == fkey and len(runs) > 1 else ''} | {p['audio_sec_per_sec']:.2f} | | |")
         lines.append(f"| inference, beam 5: audio s / s (faithful batch {f['batch_size']} {fdt[fkey]}, defaults batch {d['batch_size']} {inf['defaults'].get('dtype', '?')}) | {f['audio_sec_per_sec']:.2f} | {d['audio_sec_per_sec']:.2f} | **{ratio(d['audio_sec_per_sec'], f['audio_sec_per_sec'])}x** |")
         lines.append(f"| inference, beam 5: real-time factor (lower is better) | {f['rtf']:.3f} | {d['rtf']:.4f} | {ratio(f['rtf'], d['rtf'])}x faster |")
+        pr = r.get("inference_paired")
+        if pr:
+            lines.append(f"| inference, beam 5, **paired** (faithful batch 1 {pr['faithful']['dtype']} and defaults batch {pr['defaults']['batch_size']} timed alternately, {len(pr['rounds'])} rounds; per-round ratios {', '.join(str(round(x['ratio'], 2)) for x in pr['rounds'])}) | {pr['median_faithful_audio_sec_per_sec']:.2f} | {pr['median_defaults_audio_sec_per_sec']:.2f} | **{pr['median_ratio']:.2f}x** (median) |")
         if d1 is not None:
             lines.append(f"| inference, beam 5, both at batch 1: audio s / s | {f['audio_sec_per_sec']:.2f} | {d1['audio_sec_per_sec']:.2f} | {ratio(d1['audio_sec_per_sec'], f['audio_sec_per_sec'])}x |")
         if "whisper" in inf:
@@ -676,6 +740,9 @@ def main(argv=None) -> int:
                     help="weights dtype for inference; auto = what `llast translate` picks on this machine "
                          "(bf16 on CUDA and on CPUs with AMX, else fp32). The faithful batch-1 baseline is also "
                          "timed in the other dtype, and the faster of the two is the baseline")
+    ap.add_argument("--paired-rounds", type=int, default=3,
+                    help="inference headline: time faithful (batch 1) and defaults (--infer-batch) alternately in one "
+                         "process for N rounds and report the median ratio (0 = skip)")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
@@ -803,6 +870,19 @@ def main(argv=None) -> int:
                 log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "
                     f"output lengths {p['output_lengths']}")
             save()
+        if args.paired_rounds > 0 and "faithful" in systems and "defaults" in systems:
+            fast = max((k for k in ("faithful", f"faithful-{other_dtype}") if k in results["inference"]),
+                       key=lambda k: results["inference"][k]["points"][0]["audio_sec_per_sec"])
+            log(f"  paired headline: faithful batch 1 ({results['inference'][fast]['dtype']}) and defaults batch "
+                f"{args.infer_batch}, alternately, {args.paired_rounds} rounds in one process")
+            spec = dict(base, system="paired", clips=clips, num_beams=args.num_beams, new_tokens=args.new_tokens,
+                        batch=args.infer_batch, rounds=args.paired_rounds, dtype=dtype,
+                        faithful_dtype=results["inference"][fast]["dtype"],
+                        faithful_overrides=systems["faithful"], defaults_overrides=systems["defaults"])
+            r = run_worker("paired", spec, log)
+            results["inference_paired"] = r
+            log(f"  paired: ratios {[x['ratio'] for x in r['rounds']]}, median {r['median_ratio']}")
+            save()
         plot(results, png)
         stamp("infer")
     if "bleu" in parts:
@@ -830,7 +910,7 @@ if __name__ == "__main__":
 
         warnings.filterwarnings("ignore")
         spec = json.loads(sys.argv[3])
-        fn = {"train": worker_train, "infer": worker_infer, "devloss": worker_devloss}[sys.argv[2]]
+        fn = {"train": worker_train, "infer": worker_infer, "devloss": worker_devloss, "paired": worker_paired}[sys.argv[2]]
         result = fn(spec)
         Path(spec["result"]).write_text(json.dumps(result, indent=2))
         sys.exit(0)
