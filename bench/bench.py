@@ -454,67 +454,6 @@ def worker_infer(spec: dict) -> dict:
             "sample_output": texts[0] if texts else ""}
 
 
-def worker_paired(spec: dict) -> dict:
-    """The headline inference ratio measured in pairs: faithful (batch 1) and defaults (batched), both loaded
-    in this one process, timed alternately for `rounds` rounds on the same clips. A shared machine's speed
-    drifts over minutes; each round's ratio compares two runs made seconds apart."""
-    import statistics
-
-    import torch
-
-    from llast.audio import load_audio
-    from llast.checkpoint import merge_lora_weights
-    from llast.config import load_config
-    from llast.decode import Translator
-    from llast.lora import apply_lora
-    from llast.model import build_model, inference_dtype
-    from llast.processor import Example
-
-    device = "cuda" if spec["device"] == "cuda" else "cpu"
-    k = spec["new_tokens"]
-    examples = [
-        Example(load_audio(c["audio"], offset=c["offset"], duration=c["duration"], max_seconds=30.0), c["src"], c["tgt"], "translate")
-        for c in spec["clips"]
-    ]
-    audio_s = sum(len(e.audio) for e in examples) / 16000
-    runners = {}
-    for name, overrides, dtype, batch in (("faithful", spec["faithful_overrides"], spec["faithful_dtype"], 1),
-                                          ("defaults", spec["defaults_overrides"], spec["dtype"], spec["batch"])):
-        cfg = load_config(CONFIG, list(overrides))
-        torch.manual_seed(0)
-        model = build_model(cfg.model)
-        apply_lora(model, cfg.model)
-        merge_lora_weights(model)
-        tr = Translator(model.eval().to(inference_dtype(dtype, device)), cfg, device=device)
-        orig = model.generate
-        model.generate = (lambda o: (lambda **kw: o(**kw, min_new_tokens=k)))(orig)
-        decode = tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=batch)
-        tr.generate(examples[:2], tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=2))
-        runners[name] = (tr, decode, dtype, batch)
-    rounds = []
-    for _ in range(spec["rounds"]):
-        r = {}
-        for name, (tr, decode, _, _) in runners.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            tr.generate(examples, decode)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            r[name] = round(audio_s / (time.perf_counter() - t0), 3)
-        r["ratio"] = round(r["defaults"] / r["faithful"], 3)
-        rounds.append(r)
-        print(f"[paired] {r}", file=sys.stderr, flush=True)
-    return {
-        "system": "paired", "clips": len(examples), "audio_s": round(audio_s, 2), "new_tokens": k,
-        "faithful": {"batch_size": 1, "dtype": runners["faithful"][2]},
-        "defaults": {"batch_size": runners["defaults"][3], "dtype": runners["defaults"][2]},
-        "rounds": rounds, "median_ratio": statistics.median(r["ratio"] for r in rounds),
-        "median_faithful_audio_sec_per_sec": statistics.median(r["faithful"] for r in rounds),
-        "median_defaults_audio_sec_per_sec": statistics.median(r["defaults"] for r in rounds),
-    }
-
-
 def worker_devloss(spec: dict) -> dict:
     """Target-token dev loss of a checkpoint (llast.train.dev_loss over the config's dev loader)."""
     import torch
@@ -683,7 +622,7 @@ def summary_table(r: dict) -> str:
         lines.append(f"| inference, beam 5: real-time factor (lower is better) | {f['rtf']:.3f} | {d['rtf']:.4f} | {ratio(f['rtf'], d['rtf'])}x faster |")
         pr = r.get("inference_paired")
         if pr:
-            lines.append(f"| inference, beam 5, **paired** (faithful batch 1 {pr['faithful']['dtype']} and defaults batch {pr['defaults']['batch_size']} timed alternately, {len(pr['rounds'])} rounds; per-round ratios {', '.join(str(round(x['ratio'], 2)) for x in pr['rounds'])}) | {pr['median_faithful_audio_sec_per_sec']:.2f} | {pr['median_defaults_audio_sec_per_sec']:.2f} | **{pr['median_ratio']:.2f}x** (median) |")
+            lines.append(f"| inference, beam 5, **paired** (faithful batch 1 {pr['faithful']['dtype']} and defaults batch {pr['defaults']['batch_size']} timed alternately, {len(pr['rounds'])} rounds, fresh process each; per-round ratios {', '.join(str(round(x['ratio'], 2)) for x in pr['rounds'])}) | {pr['median_faithful_audio_sec_per_sec']:.2f} | {pr['median_defaults_audio_sec_per_sec']:.2f} | **{pr['median_ratio']:.2f}x** (median) |")
         if d1 is not None:
             lines.append(f"| inference, beam 5, both at batch 1: audio s / s | {f['audio_sec_per_sec']:.2f} | {d1['audio_sec_per_sec']:.2f} | {ratio(d1['audio_sec_per_sec'], f['audio_sec_per_sec'])}x |")
         if "whisper" in inf:
@@ -713,7 +652,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", default="bench/results/cpu.json", help="results JSON (the table goes next to it as .md)")
-    ap.add_argument("--parts", default="train,infer,bleu", help="comma-separated subset of train,infer,bleu")
+    ap.add_argument("--parts", default="train,infer,paired,bleu", help="comma-separated subset of train,infer,paired,bleu")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the --out JSON")
     ap.add_argument("--systems", default="faithful,defaults", help="(for debugging) which of faithful,defaults to run")
     ap.add_argument("--warmup-steps", type=int, default=1, help="untimed training steps before the timed ones")
@@ -741,8 +680,8 @@ def main(argv=None) -> int:
                          "(bf16 on CUDA and on CPUs with AMX, else fp32). The faithful batch-1 baseline is also "
                          "timed in the other dtype, and the faster of the two is the baseline")
     ap.add_argument("--paired-rounds", type=int, default=3,
-                    help="inference headline: time faithful (batch 1) and defaults (--infer-batch) alternately in one "
-                         "process for N rounds and report the median ratio (0 = skip)")
+                    help="part paired: time faithful (batch 1) and defaults (--infer-batch) alternately, each in a fresh "
+                         "process, for N rounds and report the median ratio (0 = skip)")
     ap.add_argument("--bleu-minutes", type=float, default=6.0, help="training budget (wall clock) per system")
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
@@ -781,7 +720,7 @@ def main(argv=None) -> int:
             return 2
 
     results: dict = {}
-    if parts != {"train", "infer", "bleu"} and out.is_file():  # a partial run updates an earlier one
+    if parts != {"train", "infer", "paired", "bleu"} and out.is_file():  # a partial run updates an earlier one
         results = json.loads(out.read_text())
     results.update({"args": vars(args), "machine": machine_info(args.device), "faithful_overrides": FAITHFUL,
                     "config": str(CONFIG.relative_to(ROOT))})
@@ -870,21 +809,40 @@ def main(argv=None) -> int:
                 log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "
                     f"output lengths {p['output_lengths']}")
             save()
-        if args.paired_rounds > 0 and "faithful" in systems and "defaults" in systems:
-            fast = max((k for k in ("faithful", f"faithful-{other_dtype}") if k in results["inference"]),
-                       key=lambda k: results["inference"][k]["points"][0]["audio_sec_per_sec"])
-            log(f"  paired headline: faithful batch 1 ({results['inference'][fast]['dtype']}) and defaults batch "
-                f"{args.infer_batch}, alternately, {args.paired_rounds} rounds in one process")
-            spec = dict(base, system="paired", clips=clips, num_beams=args.num_beams, new_tokens=args.new_tokens,
-                        batch=args.infer_batch, rounds=args.paired_rounds, dtype=dtype,
-                        faithful_dtype=results["inference"][fast]["dtype"],
-                        faithful_overrides=systems["faithful"], defaults_overrides=systems["defaults"])
-            r = run_worker("paired", spec, log)
-            results["inference_paired"] = r
-            log(f"  paired: ratios {[x['ratio'] for x in r['rounds']]}, median {r['median_ratio']}")
-            save()
         plot(results, png)
         stamp("infer")
+    if "paired" in parts and args.paired_rounds > 0 and {"faithful", "defaults"} <= set(systems):
+        # The headline inference ratio measured in pairs: faithful (batch 1) and defaults (--infer-batch) run
+        # alternately, each in a fresh process as in part 2, so that each round compares two runs made
+        # within a minute of each other (this shared VM's speed drifts by tens of percent over minutes).
+        inf = results.get("inference", {})
+        cands = [k for k in ("faithful", f"faithful-{other_dtype}") if k in inf]
+        fdt = inf[max(cands, key=lambda k: inf[k]["points"][0]["audio_sec_per_sec"])]["dtype"] if cands else dtype
+        log(f"part 3b: paired inference headline, faithful batch 1 ({fdt}) and defaults batch {args.infer_batch} "
+            f"({dtype}) alternately, {args.paired_rounds} rounds")
+        clips = dev_clips(args.clips)
+        rounds = []
+        for i in range(args.paired_rounds):
+            r = {}
+            for name, dt, b in (("faithful", fdt, 1), ("defaults", dtype, args.infer_batch)):
+                spec = dict(base, system=name, overrides=systems[name], clips=clips, batch_sizes=[b],
+                            num_beams=args.num_beams, new_tokens=args.new_tokens, all_1500_frames=False,
+                            merge_lora=True, dtype=dt)
+                r[name] = run_worker("infer", spec, log)["points"][0]["audio_sec_per_sec"]
+            r["ratio"] = round(r["defaults"] / r["faithful"], 3)
+            rounds.append(r)
+            log(f"  round {i + 1}: faithful {r['faithful']:.2f}, defaults {r['defaults']:.2f} audio s/s: {r['ratio']:.2f}x")
+        import statistics
+
+        results["inference_paired"] = {
+            "faithful": {"batch_size": 1, "dtype": fdt}, "defaults": {"batch_size": args.infer_batch, "dtype": dtype},
+            "clips": len(clips), "new_tokens": args.new_tokens, "rounds": rounds,
+            "median_ratio": statistics.median(x["ratio"] for x in rounds),
+            "median_faithful_audio_sec_per_sec": statistics.median(x["faithful"] for x in rounds),
+            "median_defaults_audio_sec_per_sec": statistics.median(x["defaults"] for x in rounds),
+        }
+        stamp("paired")
+        save()
     if "bleu" in parts:
         log(f"part 4: dev BLEU after {args.bleu_minutes} min of training each")
         s_per_step = {k: v["s_per_step"] for k, v in results.get("training", {}).items()}
@@ -910,7 +868,7 @@ if __name__ == "__main__":
 
         warnings.filterwarnings("ignore")
         spec = json.loads(sys.argv[3])
-        fn = {"train": worker_train, "infer": worker_infer, "devloss": worker_devloss, "paired": worker_paired}[sys.argv[2]]
+        fn = {"train": worker_train, "infer": worker_infer, "devloss": worker_devloss}[sys.argv[2]]
         result = fn(spec)
         Path(spec["result"]).write_text(json.dumps(result, indent=2))
         sys.exit(0)
