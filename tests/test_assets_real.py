@@ -147,3 +147,23 @@ def test_prepare_again_is_a_no_op(prepared, capsys):
     assert again == prepared
     err = capsys.readouterr().err
     assert err.count("already prepared") == len(NAMES)
+
+
+def test_smollm2_prompt_without_its_default_system_message(prepared):
+    """model.prompt.system='' replaces the system message SmolLM2's template inserts by itself."""
+    from llast.config import load_config
+    from llast.model import load_encoder_config
+    from llast.processor import build_processor
+
+    names = [f"model.llm.name={prepared['smollm2-135m-instruct']}", f"model.encoder.name={prepared['whisper-base']}"]
+    config = Path(__file__).resolve().parents[1] / "configs" / "mini.yaml"
+
+    def before(*extra):
+        cfg = load_config(config, names + list(extra))
+        proc = build_processor(cfg.model, encoder_config=load_encoder_config(cfg.model.encoder.name))
+        return proc.tokenizer.decode(proc.prompt_parts("de", "en", "translate")[0]), len(proc.prompt_parts("de", "en", "translate")[0])
+
+    default_text, default_len = before()
+    empty_text, empty_len = before("model.prompt.system=''")
+    assert "SmolLM" in default_text and "SmolLM" not in empty_text
+    assert empty_len <= default_len - 10, (default_len, empty_len)

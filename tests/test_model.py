@@ -385,3 +385,14 @@ def test_llast_beam_search_finishes_clips_early(tiny_dirs):
                          do_sample=False, eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
     lengths = [(row == eos).nonzero()[0].item() + 1 if (row == eos).any() else row.numel() for row in out]
     assert min(lengths) < 12, lengths
+
+
+def test_prompt_system_message_is_configurable(tiny_dirs):
+    _, proc, _ = _build(tiny_dirs)
+    before, _ = proc.prompt_parts("fr", "en", "translate")
+    assert "system" not in proc.tokenizer.decode(before)  # None: the template's own behaviour
+    _, proc, _ = _build(tiny_dirs, model__prompt__system="Be brief.")
+    before, after = proc.prompt_parts("fr", "en", "translate")
+    text = proc.tokenizer.decode(before)
+    assert text.index("system") < text.index("Be brief.") < text.index("user")
+    assert "Translate the French sentence into English." in proc.tokenizer.decode(after)

@@ -77,6 +77,9 @@ class PromptConfig:
     transcribe: str = "Transcribe the {src} sentence into {src}."
     # Render the instruction through the tokenizer's own chat template (False: plain "<audio>\n{instruction}\n").
     use_chat_template: bool = True
+    # System message for the chat template. None: whatever the template does without one (SmolLM2's and
+    # Qwen2's insert their own default, ~17-20 tokens per clip); "": an explicit empty system message.
+    system: str | None = None
 
 
 @dataclass

@@ -105,6 +105,8 @@ class Processor:
             text = instruction(self.cfg.prompt, src, tgt, task)
             if self.use_template:
                 messages = [{"role": "user", "content": f"{_SLOT}\n{text}"}]
+                if self.cfg.prompt.system is not None:
+                    messages.insert(0, {"role": "system", "content": self.cfg.prompt.system})
                 rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             else:
                 rendered = (self.tokenizer.bos_token or "") + f"{_SLOT}\n{text}\n"
