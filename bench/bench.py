@@ -389,10 +389,8 @@ def worker_infer(spec: dict) -> dict:
             from llast.checkpoint import merge_lora_weights
 
             merge_lora_weights(model)
-        from llast.model import inference_dtype
-
         # built and merged in fp32, then cast: what `llast.load_model(dtype=...)` does
-        tr = Translator(model.eval().to(inference_dtype(spec["dtype"], device)), cfg, device=device)
+        tr = Translator(model, cfg, device=device, dtype=spec["dtype"])
         params = _param_groups(model)
         orig = model.generate
 

@@ -82,7 +82,7 @@ def beam_search(
             cand, pick = acc.topk(keep, dim=-1)  # (n, keep), sorted best first
             beam_of = pick // keep
             tok = top_tok.view(n, K * keep).gather(1, pick)
-        seq = run_seq.gather(1, beam_of[:, :, None].expand(n, keep, T)).clone()
+        seq = run_seq.gather(1, beam_of[:, :, None].expand(n, keep, T))  # a new tensor: safe to write
         seq[:, :, t] = tok
         # a candidate stops at EOS, and every candidate stops at the length limit
         stops = torch.isin(tok, eos) | (t + 1 >= T)

@@ -179,17 +179,12 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
             "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
             then cast.
     """
-    import torch
-
     from llast.decode import Translator
-    from llast.model import inference_dtype
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    target = inference_dtype(dtype, device)
     model, cfg = load_checkpoint(path)
     if merge_lora:
         merge_lora_weights(model)
-    return Translator(model.to(target), cfg, device=device)
+    return Translator(model, cfg, device=device, dtype=dtype)
 
 
 def merge_lora_weights(model) -> None:

@@ -76,9 +76,14 @@ def _check_array(audio, index: int) -> np.ndarray:
 class Translator:
     """A loaded model ready to translate or transcribe."""
 
-    def __init__(self, model, cfg: Config, processor=None, device: str | None = None):
+    def __init__(self, model, cfg: Config, processor=None, device: str | None = None, dtype: str | None = None):
+        """dtype: None keeps the model's dtype; "auto", "float32", ... casts it (llast.model.inference_dtype)."""
+        from llast.model import inference_dtype
+
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is not None:
+            model = model.to(inference_dtype(dtype, self.device))
         self.model = model.to(self.device).eval()
         self.processor = processor or build_processor(cfg.model, encoder_config=model.encoder_config)
 

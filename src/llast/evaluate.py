@@ -225,19 +225,18 @@ def _load_translator(spec: str, dtype: str = "auto"):
     from llast.checkpoint import load_model
 
     if spec.endswith((".yaml", ".yml")):
+        import torch
+
         from llast.config import load_config
         from llast.decode import Translator
         from llast.lora import apply_lora
-        from llast.model import build_model, inference_dtype
+        from llast.model import build_model
 
         cfg = load_config(spec)
-        import torch
-
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
         model = build_model(cfg.model)
         apply_lora(model, cfg.model)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return Translator(model.eval().to(inference_dtype(dtype, device)), cfg, device=device)
+        return Translator(model, cfg, dtype=dtype)
     return load_model(spec, dtype=dtype)
 
 

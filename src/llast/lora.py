@@ -43,6 +43,11 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     return model
 
 
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter that may train in some stage (adaptor + LoRA), whatever requires_grad says now."""
+    return [p for name, p in model.named_parameters() if name.startswith("adaptor.") or "lora_" in name]
+
+
 def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
     """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`."""
     for name, p in model.named_parameters():

@@ -29,7 +29,7 @@ from llast.checkpoint import load_weights, save_checkpoint
 from llast.config import Config
 from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
 from llast.errors import CheckpointError, DataError
-from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable
+from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable, trainable_parameters
 from llast.model import build_model
 from llast.processor import Example, build_processor
 
@@ -286,7 +286,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     set_trainable(model, adaptor_only=False)
     # Every parameter that may train (adaptor + LoRA) goes to the optimizer from the start, so the
     # LST stage switch changes only requires_grad (AdamW skips parameters without gradients).
-    params = [p for n, p in model.named_parameters() if n.startswith("adaptor.") or "lora_" in n]
+    params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
 
     sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
@@ -334,7 +334,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         ds["gradient_clipping"] = tc.grad_clip  # DeepSpeed clips inside its step
     model, optimizer = accelerator.prepare(model, optimizer)
     # FSDP replaces the parameters with sharded ones: clip the live ones (the optimizer was rebound).
-    params = [p for n, p in accelerator.unwrap_model(model).named_parameters() if n.startswith("adaptor.") or "lora_" in n]
+    params = trainable_parameters(accelerator.unwrap_model(model))
 
     # ---------------------------------------------------------------- resume (optimizer, schedule, RNG, data)
     if ckpt is not None:
@@ -375,12 +375,12 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     def save(path: Path, with_state: bool) -> None:
         """A checkpoint at `path` (all ranks call this: gathering sharded state is a collective)."""
         accelerator.wait_for_everyone()
-        state, weights, engine_dir = None, None, None
+        state = weights = optim = engine_dir = None
         if engine == "fsdp":  # parameters and optimizer state are sharded: gather full copies on rank 0
             weights, optim = _fsdp_full_state(accelerator.unwrap_model(model), optimizer.optimizer, with_state)
-        elif with_state:
-            optim = optimizer.state_dict() if engine != "deepspeed" else None
-        if engine == "deepspeed" and with_state:  # every rank writes its optimizer partition
+        elif engine == "ddp" and with_state:
+            optim = optimizer.state_dict()
+        elif engine == "deepspeed" and with_state:  # every rank writes its optimizer partition
             engine_dir = path.with_name(path.name + ".engine.tmp")
             model.save_checkpoint(str(engine_dir), tag="state", exclude_frozen_parameters=True)
             accelerator.wait_for_everyone()
