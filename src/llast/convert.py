@@ -441,9 +441,12 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     gen.bos_token_id = tokenizer.bos_token_id
     gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = [tokenizer.eos_token_id]
-    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>") if model.config.model_type.startswith("gemma") else None
+    # Chat replies end with the template's end-of-turn token: Gemma's <end_of_turn>, ChatML's <|im_end|> (Qwen).
+    turn_end = {"gemma": "<end_of_turn>", "qwen": "<|im_end|>"}
+    name = next((t for prefix, t in turn_end.items() if model.config.model_type.startswith(prefix)), None)
+    end_of_turn = tokenizer.convert_tokens_to_ids(name) if name else None
     if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id and end_of_turn not in eos:
-        eos.append(end_of_turn)  # chat replies end with <end_of_turn>
+        eos.append(end_of_turn)
     gen.eos_token_id = eos[0] if len(eos) == 1 else eos
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -92,7 +93,15 @@ def find_latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain Python values only: trainer_state.pt is read back with
+    torch.load(weights_only=True), which refuses anything that could run code when unpickled."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, float | None)
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -100,10 +109,27 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_trainer_state(path: Path) -> dict:
+    """trainer_state.pt, read without unpickling code: tensors, numbers, strings, lists, dicts only.
+    A file that holds anything else (a crafted pickle, or one written before llast stored RNG states
+    as tensors) is refused with a CheckpointError, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain values ({first}); "
+            "a trainer state must never run code when read"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read the trainer state (truncated or corrupt?): {e}") from None
 
 
 def _seed_all(seed: int) -> None:
@@ -338,7 +364,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
 
     # ---------------------------------------------------------------- resume (optimizer, schedule, RNG, data)
     if ckpt is not None:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+        state = load_trainer_state(ckpt / "trainer_state.pt")
         if engine == "deepspeed":
             if not (ckpt / "engine").is_dir():
                 raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
