@@ -173,7 +173,7 @@ ASSETS: dict[str, Asset] = {
             convert=_convert_gguf,
             verify=_verify_causal_lm,
             size=491_400_064,
-            sha256="399079b11e3239dff1ab6e31f0bc8b95df47c6df0b91f031bd6160ca6e5be91d",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             licence="Apache-2.0",
             description="Qwen2.5-Coder 0.5B Instruct, Qwen2 architecture, multilingual; translates text (dequantized from Q4_K_M)",
         ),
