@@ -123,6 +123,21 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
         raise CheckpointError(f"{weights}: {e}") from None
 
 
+def load_adaptor(model, path: str | Path) -> None:
+    """Only the adaptor weights of checkpoint `path`, strictly (train.init_from)."""
+    from safetensors.torch import load_file
+
+    adaptor_file = Path(path) / "adaptor.safetensors"
+    if not adaptor_file.is_file():
+        raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
+    state = load_file(str(adaptor_file))
+    own = model.adaptor.state_dict()
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if bad:
+        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match this config's adaptor: {bad[:8]}")
+    model.adaptor.load_state_dict(state, strict=True)
+
+
 def load_weights(model, path: str | Path) -> None:
     """Load adaptor + LoRA weights from checkpoint `path` into `model` (built from the same config)."""
     from safetensors.torch import load_file

@@ -40,6 +40,9 @@ def _add_data(sub) -> None:
     s.add_argument("--test", type=int, default=30, help="test utterances per direction")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--noise", type=float, default=0.3, help="fraction of clips with added noise")
+    s.add_argument("--reverb", type=float, default=0.3, help="fraction of clips in a synthetic room (reverberation)")
+    s.add_argument("--no-apertium", dest="synthetic", action="store_false",
+                   help="human sentence pairs only (default: Apertium-made fr/es/it sources fill the train split)")
     s.add_argument("--workers", type=int, default=2)
     c = dsub.add_parser("prepare", help="convert corpus audio to 16 kHz WAV (resumable, parallel)")
     c.add_argument("corpus", choices=["covost"])
@@ -61,6 +64,8 @@ def _run_data(args) -> int:
             n_test=args.test,
             seed=args.seed,
             noise=args.noise,
+            reverb=args.reverb,
+            synthetic=args.synthetic,
             workers=args.workers,
         )
         return 0

@@ -124,6 +124,9 @@ class DataConfig:
     batch_size: int = 16  # "count" batching; also an upper bound for "duration"
     num_buckets: int = 10
     skip_bad: bool = False  # skip unreadable/too-long samples and count them, instead of stopping
+    # Folder of the frozen encoder's outputs (llast.features): each clip is encoded once, not every epoch.
+    # Needs S-LoRA off. None = encode on the fly.
+    feature_cache: str | None = None
     num_workers: int = 0
 
 
@@ -151,6 +154,11 @@ class TrainConfig:
     eval_every: int | None = None  # dev loss (and BLEU if eval_bleu) every N steps
     eval_bleu: bool = False
     eval_max_samples: int = 200
+    # "lm": the LLaST loss (next-token cross-entropy on the target). "ctc": adaptor pre-training on the
+    # transcription samples only, CTC in the LLM's input-embedding space (LLaST.ctc_loss; no LLM forward).
+    objective: str = "lm"
+    # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/); LoRA starts fresh.
+    init_from: str | None = None
 
 
 @dataclass
@@ -183,6 +191,7 @@ _CHOICES = {
     "data.batching": ("duration", "count"),
     "train.schedule": ("linear", "cosine"),
     "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "train.objective": ("lm", "ctc"),
 }
 _SOURCE_FORMATS = ("covost", "mustc", "jsonl")
 

@@ -551,17 +551,33 @@ class SpeechDataset(torch.utils.data.Dataset):
     Without `skip_bad` the AudioError (naming the clip) propagates.
     """
 
-    def __init__(self, samples: list[Sample], max_seconds: float = 30.0, skip_bad: bool = False):
+    def __init__(self, samples: list[Sample], max_seconds: float = 30.0, skip_bad: bool = False,
+                 feature_cache: str | None = None, model_cfg=None):
         self.samples = samples
         self.max_seconds = max_seconds
         self.skip_bad = skip_bad
         self.bad: list[tuple[str, str]] = []
+        # With a feature cache (llast.features), items carry the encoder's states instead of audio:
+        # {"sample", "states": (T, D) float16, "n_samples": int}.
+        self.feature_cache = feature_cache
+        self.model_cfg = model_cfg
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict | None:
         s = self.samples[i]
+        if self.feature_cache is not None:
+            from llast.features import cache_key, entry_path, load_entry
+
+            path = entry_path(self.feature_cache, cache_key(s, self.model_cfg))
+            if path.is_file():
+                states, n = load_entry(path)
+                return {"sample": s, "states": states, "n_samples": n}
+            if not self.skip_bad:
+                raise AudioError(f"{s.audio}: not in the feature cache {self.feature_cache} (sample {s.id})")
+            self.bad.append((s.id, "not in the feature cache"))
+            return None
         try:
             audio = load_audio(s.audio, offset=s.offset, duration=s.duration, max_seconds=self.max_seconds)
         except AudioError as e:

@@ -176,9 +176,20 @@ class LLaST(nn.Module):
         states = states[:, :T]
         return states, _lengths_to_mask(n_frames, states.shape[1])
 
-    def embed_audio(self, input_features: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adaptor outputs and their mask: (B, N, H), (B, N) bool; N from `audio_embed_length`."""
-        states, frame_mask = self.encode(input_features, audio_lengths)
+    def embed_audio(
+        self, input_features: torch.Tensor | None, audio_lengths: torch.Tensor, encoder_states: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adaptor outputs and their mask: (B, N, H), (B, N) bool; N from `audio_embed_length`.
+
+        encoder_states : (B, T, D) the frozen encoder's output computed earlier (llast.features cache);
+                         given instead of `input_features`, the encoder is skipped.
+        """
+        if encoder_states is not None:
+            n_frames = encoder_output_length(audio_lengths, self.encoder_config)  # (B,)
+            states = encoder_states[:, : int(n_frames.max())]
+            frame_mask = _lengths_to_mask(n_frames, states.shape[1])
+        else:
+            states, frame_mask = self.encode(input_features, audio_lengths)
         states = states * frame_mask.unsqueeze(-1).to(states.dtype)  # padded frames never reach the adaptor
         adaptor_dtype = next(self.adaptor.parameters()).dtype
         embeds = self.adaptor(states.to(adaptor_dtype))
@@ -202,16 +213,55 @@ class LLaST(nn.Module):
         audio = audio_embeds[audio_mask].to(text.dtype)  # (sum N_i, H), row by row in order
         return text.masked_scatter(slots.unsqueeze(-1), audio)
 
-    def inputs_embeds(self, input_features, audio_lengths, input_ids) -> torch.Tensor:
-        audio_embeds, audio_mask = self.embed_audio(input_features, audio_lengths)
+    def inputs_embeds(self, input_features, audio_lengths, input_ids, encoder_states=None) -> torch.Tensor:
+        audio_embeds, audio_mask = self.embed_audio(input_features, audio_lengths, encoder_states)
         return self.splice(input_ids, audio_embeds, audio_mask)
 
+    # ------------------------------------------------------------------ adaptor pre-training
+    def ctc_loss(self, audio_lengths, labels, vocab: torch.Tensor, input_features=None, encoder_states=None,
+                 temperature: float = 0.1) -> CausalLMOutputWithPast:
+        """CTC between the audio embeddings and the target tokens in the LLM's own input-embedding space.
+
+        Each audio embedding is scored against the LLM's (frozen) input embeddings of the tokens in
+        `vocab` by cosine similarity / temperature; vocab[0] is the CTC blank. The adaptor thus learns to
+        emit, in order, vectors that point at the embeddings of the tokens being spoken, so that the LLM
+        starts the LM stage reading something close to text. A penalty keeps the embeddings' norms at the
+        vocabulary's mean norm (cosine scores do not fix it). No LLM forward: only the adaptor (and the
+        encoder, unless `encoder_states` are given) runs.
+
+        labels : (B, L) as for forward(): -100 except the target tokens and the final EOS (dropped here)
+        vocab  : (K,) token ids, blank first; every target token must be in it
+        returns loss (CTC per target token + norm penalty) and logits (B, N, K)
+        """
+        embeds, mask = self.embed_audio(input_features, audio_lengths, encoder_states)  # (B, N, H), (B, N)
+        table = self.llm.get_input_embeddings().weight[vocab].detach().float()  # (K, H)
+        target_norm = table.norm(dim=-1).mean()
+        embeds = embeds.float()
+        logits = F.normalize(embeds, dim=-1) @ F.normalize(table, dim=-1).T / temperature  # (B, N, K)
+        lookup = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.long, device=vocab.device)
+        lookup[vocab] = torch.arange(len(vocab), device=vocab.device)
+        targets = [row[row != IGNORE_INDEX][:-1] for row in labels]  # target tokens without EOS
+        if any(int(t.max()) >= len(lookup) or bool((lookup[t] < 0).any()) for t in targets if len(t)):
+            raise ValueError("ctc_loss: a target token is not in `vocab`")
+        flat = torch.cat([lookup[t] for t in targets])
+        ctc = F.ctc_loss(
+            logits.log_softmax(-1).transpose(0, 1), flat, input_lengths=mask.sum(1),
+            target_lengths=torch.tensor([len(t) for t in targets], device=flat.device), blank=0,
+            reduction="mean", zero_infinity=True,
+        )
+        norm_penalty = ((embeds.norm(dim=-1)[mask] / target_norm - 1) ** 2).mean()
+        return CausalLMOutputWithPast(loss=ctc + norm_penalty, logits=logits)
+
     # ------------------------------------------------------------------ LM
-    def forward(self, input_features, audio_lengths, input_ids, attention_mask, labels=None, **kwargs):
+    def forward(self, input_features=None, audio_lengths=None, input_ids=None, attention_mask=None, labels=None,
+                encoder_states=None, ctc_vocab=None, **kwargs):
         """Without labels: the LLM's output (logits (B, L, V)). With labels: `loss`, the mean
         cross-entropy over target tokens, with the vocabulary-sized LM head run on the target
-        positions only (prompt and audio positions need no logits; most of a batch is audio)."""
-        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
+        positions only (prompt and audio positions need no logits; most of a batch is audio).
+        With `ctc_vocab`: the adaptor pre-training loss instead (see `ctc_loss`; no LLM forward)."""
+        if ctc_vocab is not None:
+            return self.ctc_loss(audio_lengths, labels, ctc_vocab, input_features, encoder_states)
+        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
         if labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -226,7 +276,8 @@ class LLaST(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_features, audio_lengths, input_ids, attention_mask, share_prefill: bool = True, **generate_kwargs
+        self, input_features, audio_lengths, input_ids, attention_mask, share_prefill: bool = True,
+        encoder_states=None, **generate_kwargs
     ) -> torch.Tensor:
         """Token ids of the continuation only, (B, new_tokens). Prompts must be left padded.
 
@@ -237,7 +288,7 @@ class LLaST(nn.Module):
         """
         from transformers import DynamicCache
 
-        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids)
+        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
         num_beams = generate_kwargs.get("num_beams", 1)
         if share_prefill and num_beams > 1 and embeds.shape[1] > 1:
             cache = DynamicCache(config=self.llm.config)

@@ -77,6 +77,7 @@ class Example:
     tgt_lang: str
     task: str = "translate"
     target: str | None = None
+    num_samples: int | None = None  # the clip's length when `audio` is None (encoder states come from a cache)
 
 
 class Processor:
@@ -152,7 +153,12 @@ class Processor:
         training = all(e.target is not None for e in examples)
         if padding_side is None:
             padding_side = "right" if training else "left"
-        feats, lengths = self.features([e.audio for e in examples])
+        if all(e.audio is not None for e in examples):
+            feats, lengths = self.features([e.audio for e in examples])
+        elif all(e.audio is None and e.num_samples for e in examples):  # the caller adds encoder_states
+            feats, lengths = None, torch.tensor([e.num_samples for e in examples], dtype=torch.long)
+        else:
+            raise ValueError("Processor: give every example its audio, or none of them (then num_samples)")
         rows, label_rows = [], []
         for e, n_samples in zip(examples, lengths.tolist()):
             before, after = self.prompt_parts(e.src_lang, e.tgt_lang, e.task)
@@ -175,12 +181,9 @@ class Processor:
             input_ids[i, sl] = torch.tensor(ids)
             attention_mask[i, sl] = 1
             labels[i, sl] = torch.tensor(lab)
-        batch = {
-            "input_features": feats,
-            "audio_lengths": lengths,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-        }
+        batch = {"audio_lengths": lengths, "input_ids": input_ids, "attention_mask": attention_mask}
+        if feats is not None:
+            batch["input_features"] = feats
         if training:
             batch["labels"] = labels
         return batch

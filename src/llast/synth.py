@@ -43,10 +43,28 @@ FILLETS_SCRIPTS = Path("/usr/share/games/fillets-ng/script")
 FILLETS_LANGS = ("de", "fr", "es", "it")
 
 VOICES = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it"}  # espeak-ng voice per language
-VARIANTS = [f"m{i}" for i in range(1, 8)] + [f"f{i}" for i in range(1, 5)]
+# espeak-ng voice variants (the "speakers"), disjoint per split: dev and test voices are never heard in
+# training, so test scores measure unseen voices as well as unseen sentences. Novelty variants (robots,
+# whispering, "Demonic") are left out.
+VARIANTS = {
+    "train": [
+        "m1", "m2", "m4", "m5", "m7", "m8", "f1", "f3", "f5", "klatt", "klatt2", "klatt3", "klatt4", "adam",
+        "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb",
+        "david", "ed", "edward", "Gene", "gustave", "Henrique", "Hugo", "iven", "iven2", "Jacky", "john", "Lee",
+        "linda", "marcelo", "Marco", "Mario", "max", "Michael", "michel", "miguel", "Mike", "Nguyen", "pablo",
+        "paul", "pedro", "quincy", "rob", "robert", "steph", "steph2", "zac", "anika", "grandpa", "grandma",
+        "norbert", "sandro", "shelby", "travis", "victor",
+    ],
+    "dev": ["m6", "f4", "klatt6", "Gene2", "iven4", "RicishayMax"],
+    "test": ["m3", "f2", "klatt5", "edward2", "steph3", "iven3", "Denis", "Diogo", "kaukovalta", "AnxiousAndy"],
+}
 SPLITS = ("train", "dev", "test")
 MIN_WORDS, MAX_WORDS = 4, 15
-FORMAT_VERSION = 1  # bump when the generated audio or text changes for the same parameters
+FORMAT_VERSION = 2  # bump when the generated audio or text changes for the same parameters
+# Apertium (Debian, GPL) language pairs that turn English sentences into source-language ones, via
+# Spanish for French and Italian: synthetic sources with a real English target, for TRAINING only (dev and
+# test pairs are human translations).
+APERTIUM_ROUTES = {"es": ("eng-spa",), "fr": ("eng-spa", "es-fr"), "it": ("eng-spa", "spa-ita")}
 
 _BAD_CHARS = re.compile(r"[\[\]{}()<>;/~\\\"_*#=+|@&%$…\d]")
 _LUA_STRING = r'"((?:[^"\\]|\\.)*)"'
@@ -113,13 +131,47 @@ def fillets_pairs(lang: str, root: Path = FILLETS_SCRIPTS) -> list[tuple[str, st
     return pairs
 
 
-def language_pairs(lang: str) -> list[tuple[str, str]]:
-    """All (lang, English) pairs from the Debian sources, each side unique after normalisation."""
+def apertium_pairs(lang: str, english: list[str]) -> list[tuple[str, str]]:
+    """(lang, English) pairs made by translating `english` with Apertium (APERTIUM_ROUTES); sentences with
+    words Apertium does not know (marked * # @ in its output) are dropped. [] when Apertium is missing."""
+    route = APERTIUM_ROUTES.get(lang)
+    if route is None or shutil.which("apertium") is None or not english:
+        return []
+    lines = [" ".join(e.split()) for e in english]
+    text = "\n".join(lines) + "\n"
+    for mode in route:
+        proc = subprocess.run(["apertium", "-f", "line", mode], input=text.encode("utf-8"), capture_output=True, timeout=1800)
+        if proc.returncode != 0:
+            return []  # the language pair is not installed: no synthetic sources
+        text = proc.stdout.decode("utf-8", errors="replace")
+    out = text.rstrip("\n").split("\n")
+    if len(out) != len(lines):
+        raise DataError(f"apertium {'/'.join(route)}: {len(out)} lines out for {len(lines)} in")
+    pairs = []
+    for xx, en in zip(out, english):
+        xx = xx.strip()
+        if re.search(r"[*#@]", xx):
+            continue
+        if en[-1] in ".?!" and not xx.endswith((".", "?", "!")):
+            xx = xx.rstrip(" ,;:") + en[-1]  # Apertium's line mode drops some sentence ends
+        xx = _clean(" ".join(xx.replace(" ,", ",").split()), True)
+        if xx:
+            pairs.append((xx, en))
+    return pairs
+
+
+def language_pairs(lang: str, synthetic: bool = False) -> list[tuple[str, str]]:
+    """All (lang, English) pairs from the Debian sources, each side unique after normalisation.
+
+    synthetic: also Apertium translations of the Ding dictionary's English sentences (after the human pairs).
+    """
     pairs: list[tuple[str, str]] = []
     if lang == "de" and TRANS_DE_EN.is_file():
         pairs += trans_de_en_pairs()
     if lang in FILLETS_LANGS and FILLETS_SCRIPTS.is_dir():
         pairs += fillets_pairs(lang)
+    if synthetic and lang in APERTIUM_ROUTES and TRANS_DE_EN.is_file():
+        pairs += apertium_pairs(lang, [en for _, en in trans_de_en_pairs()])
     seen_xx: set[str] = set()
     seen_en: set[str] = set()
     unique = []
@@ -150,31 +202,41 @@ def _parse_direction(direction: str) -> tuple[str, str, str]:
     return src, tgt, other
 
 
-def split_pairs(langs: list[str], sizes: dict[str, int], seed: int) -> dict[str, dict[str, list[tuple[str, str]]]]:
+def split_pairs(
+    langs: list[str], sizes: dict[str, int], seed: int, synthetic: bool = False
+) -> dict[str, dict[str, list[tuple[str, str]]]]:
     """Pick sizes[split] (lang, en) pairs per language, each English sentence in one split for all languages.
 
     Pairs are ranked by a seeded hash of their English side; a sentence already placed by another
-    language keeps its split.
+    language keeps its split. With `synthetic`, Apertium-made pairs (see `apertium_pairs`) fill the train
+    split after the human pairs; dev and test hold human translations only.
     """
     placed: dict[str, str] = {}  # normalised English -> split
     out = {}
     for lang in sorted(langs):
-        pool = language_pairs(lang)
+        human = language_pairs(lang)
         need = sum(sizes.values())
-        if len(pool) < need:
-            raise DataError(f"{lang}-en: only {len(pool)} clean sentence pairs, {need} asked for (train+dev+test)")
+        made = []
+        if synthetic and len(human) < need:
+            seen = {normalise(en) for _, en in human} | {normalise(xx) for xx, _ in human}
+            made = [p for p in language_pairs(lang, synthetic=True)[len(human):]
+                    if normalise(p[1]) not in seen and normalise(p[0]) not in seen]
+        if len(human) + len(made) < need or len(human) < sizes["dev"] + sizes["test"]:
+            raise DataError(f"{lang}-en: only {len(human)} clean sentence pairs (+{len(made)} Apertium-made for "
+                            f"training), {need} asked for (train+dev+test)")
         rank = lambda p: hashlib.sha1(f"{seed}\0{normalise(p[1])}".encode()).hexdigest()  # noqa: E731
         chosen: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
-        for pair in sorted(pool, key=rank):
-            key = normalise(pair[1])
-            split = placed.get(key)
-            if split is None:
-                split = next((s for s in ("test", "dev", "train") if len(chosen[s]) < sizes[s]), None)
+        for pool, splits in ((human, ("test", "dev", "train")), (made, ("train",))):
+            for pair in sorted(pool, key=rank):
+                key = normalise(pair[1])
+                split = placed.get(key)
                 if split is None:
-                    break
-                placed[key] = split
-            if len(chosen[split]) < sizes[split]:
-                chosen[split].append(pair)
+                    split = next((s for s in splits if len(chosen[s]) < sizes[s]), None)
+                    if split is None:
+                        break
+                    placed[key] = split
+                if split in splits and len(chosen[split]) < sizes[split]:
+                    chosen[split].append(pair)
         short = [s for s in SPLITS if len(chosen[s]) < sizes[s]]
         if short:
             raise DataError(f"{lang}-en: too few sentence pairs left for split(s) {', '.join(short)} after deduplication")
@@ -212,6 +274,19 @@ def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     return x / (x.std() + 1e-12)
 
 
+def _reverberate(x: np.ndarray, rt60: float, wet: float, rng: np.random.Generator) -> np.ndarray:
+    """`x` in a room of reverberation time `rt60` s: exponentially decaying noise as the impulse response
+    (60 dB down after rt60), mixed with the dry signal at `wet`, then scaled back to the dry peak."""
+    n = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    ir = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)
+    ir /= np.sqrt(np.sum(ir**2)) + 1e-12
+    size = len(x) + n - 1
+    wet_x = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), size)[: len(x)]
+    y = (1 - wet) * x + wet * wet_x
+    return y * (np.abs(x).max() / (np.abs(y).max() + 1e-12))
+
+
 def _render(job: dict) -> float:
     """Speak one clip, post-process it and write it (temp name, then rename). Returns its seconds."""
     x, sr = _espeak(job["text"], job["voice"], job["speed"], job["pitch"])
@@ -222,6 +297,8 @@ def _render(job: dict) -> float:
     x = x / (np.abs(x).max() + 1e-9) * job["peak"]
     lead, trail = (int(s * SAMPLE_RATE) for s in job["silence"])
     x = np.concatenate([np.zeros(lead), x, np.zeros(trail)])
+    if job["rt60"] is not None:  # a room: the clip convolved with a synthetic impulse response
+        x = _reverberate(x, job["rt60"], job["wet"], rng)
     if job["snr_db"] is not None:
         noise = _pink(len(x), rng) if job["pink"] else rng.standard_normal(len(x))
         speech_rms = np.sqrt(np.mean(x[lead : len(x) - trail] ** 2))
@@ -234,19 +311,25 @@ def _render(job: dict) -> float:
     return len(x) / SAMPLE_RATE
 
 
-def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: float) -> dict:
-    """The voice and post-processing of one clip, drawn from (seed, clip name) only: deterministic."""
+def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: float, split: str = "train",
+              reverb: float = 0.0) -> dict:
+    """The voice and post-processing of one clip, drawn from (seed, clip name) only: deterministic.
+    The voice variant comes from the split's own set (VARIANTS)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    variant = VARIANTS[rng.integers(len(VARIANTS))]
+    variants = VARIANTS[split]
+    variant = variants[rng.integers(len(variants))]
     noisy = rng.random() < noise
+    roomy = rng.random() < reverb
     return {
         "text": text,
         "voice": f"{VOICES[lang]}+{variant}",
-        "speed": int(rng.integers(130, 186)),
-        "pitch": int(rng.integers(30, 71)),
-        "peak": float(rng.uniform(0.4, 0.9)),
+        "speed": int(rng.integers(120, 201)),
+        "pitch": int(rng.integers(20, 81)),
+        "peak": float(rng.uniform(0.3, 0.95)),
         "silence": (float(rng.uniform(0.05, 0.4)), float(rng.uniform(0.05, 0.4))),
-        "snr_db": float(rng.uniform(15, 30)) if noisy else None,
+        "rt60": float(rng.uniform(0.2, 0.8)) if roomy else None,
+        "wet": float(rng.uniform(0.2, 0.6)),
+        "snr_db": float(rng.uniform(10, 30)) if noisy else None,
         "pink": bool(rng.random() < 0.5),
         "noise_seed": [seed, zlib.crc32(name.encode()), 1],
         "path": str(path),
@@ -265,6 +348,8 @@ def synthesize_corpus(
     seed: int = 0,
     noise: float = 0.3,
     workers: int = 2,
+    reverb: float = 0.3,
+    synthetic: bool = True,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
@@ -280,11 +365,13 @@ def synthesize_corpus(
         raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {n_train}, dev {n_dev}, test {n_test})")
     if not directions:
         raise DataError("synth: no directions given")
-    if not 0.0 <= noise <= 1.0:
-        raise DataError(f"synth: noise is a fraction of clips, got {noise}")
+    for what, frac in (("noise", noise), ("reverb", reverb)):
+        if not 0.0 <= frac <= 1.0:
+            raise DataError(f"synth: {what} is a fraction of clips, got {frac}")
     directions = list(dict.fromkeys(directions))
     parsed = [_parse_direction(d) for d in directions]
-    params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise}
+    params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise,
+              "reverb": reverb, "synthetic": synthetic}
     tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in SPLITS]
     marker = out / "synth.json"
     if marker.is_file() and all(p.is_file() for p in tsvs):
@@ -298,7 +385,7 @@ def synthesize_corpus(
     if shutil.which("espeak-ng") is None:
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
 
-    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed)
+    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed, synthetic=synthetic)
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
 
@@ -317,7 +404,7 @@ def synthesize_corpus(
                 if key not in clip_of:
                     name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
                     counts[src] = counts.get(src, 0) + 1
-                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise)
+                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb)
                     jobs.append(job)
                     clip_of[key] = (name, job["voice"])
                 name, speaker = clip_of[key]

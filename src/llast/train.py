@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from llast.audio import SAMPLE_RATE
 from llast.checkpoint import load_weights, save_checkpoint
 from llast.config import Config
+from llast.features import build_cache, check_cacheable, pad_states
 from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
 from llast.errors import CheckpointError, DataError
 from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable, trainable_parameters
@@ -45,14 +47,27 @@ class Collator:
 
     def __call__(self, items):
         good, n_bad = filter_batch(items)
-        meta = {"n_bad": n_bad, "n_samples": len(good), "audio_seconds": sum(len(x["audio"]) for x in good) / 16000}
+        lengths = [x["n_samples"] if "states" in x else len(x["audio"]) for x in good]
+        meta = {"n_bad": n_bad, "n_samples": len(good), "audio_seconds": sum(lengths) / SAMPLE_RATE}
         if not good:
             return None, meta
         examples = [
-            Example(x["audio"], x["sample"].src_lang, x["sample"].tgt_lang, x["sample"].task, x["sample"].target_text)
-            for x in good
+            Example(x.get("audio"), x["sample"].src_lang, x["sample"].tgt_lang, x["sample"].task, x["sample"].target_text,
+                    num_samples=n)
+            for x, n in zip(good, lengths)
         ]
-        return self.processor(examples), meta
+        batch = self.processor(examples)
+        if "states" in good[0]:  # from the feature cache: the encoder is skipped
+            batch["encoder_states"] = pad_states([x["states"] for x in good])
+        return batch, meta
+
+
+def ctc_vocabulary(samples, tokenizer) -> torch.Tensor:
+    """Token ids of every target text in `samples`, the CTC blank (the space token's id) first."""
+    blank = tokenizer(" ", add_special_tokens=False)["input_ids"][-1]
+    ids = {i for s in samples for i in tokenizer(s.target_text, add_special_tokens=False)["input_ids"]}
+    ids.discard(blank)
+    return torch.tensor([blank, *sorted(ids)], dtype=torch.long)
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
@@ -213,8 +228,8 @@ class _Logger:
 
 
 @torch.no_grad()
-def dev_loss(model, loader, device, max_samples: int) -> float:
-    """Target-token-weighted mean loss over the dev loader."""
+def dev_loss(model, loader, device, max_samples: int, ctc_vocab=None) -> float:
+    """Target-token-weighted mean loss over the dev loader (the CTC loss with `ctc_vocab`)."""
     model.eval()
     total, tokens, seen = 0.0, 0, 0
     for batch, meta in loader:
@@ -222,13 +237,26 @@ def dev_loss(model, loader, device, max_samples: int) -> float:
             continue
         batch = {k: v.to(device) for k, v in batch.items()}
         n = int((batch["labels"][:, 1:] != -100).sum())
-        total += float(model(**batch).loss) * n
+        total += float(model(**batch, ctc_vocab=ctc_vocab).loss) * n
         tokens += n
         seen += meta["n_samples"]
         if seen >= max_samples:
             break
     model.train()
     return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def ctc_greedy(model, loader, vocab, tokenizer, device) -> str:
+    """What the adaptor 'says' for the first dev clip: best token per embedding, repeats and blanks removed."""
+    batch, _ = next(iter(loader))
+    batch = {k: v[:1].to(device) for k, v in batch.items()}
+    model.eval()
+    best = model.ctc_loss(batch["audio_lengths"], batch["labels"], vocab.to(device), batch.get("input_features"),
+                          batch.get("encoder_states")).logits[0].argmax(-1).tolist()
+    model.train()
+    ids = [vocab[b].item() for i, b in enumerate(best) if b != 0 and (i == 0 or b != best[i - 1])]
+    return tokenizer.decode(ids)
 
 
 def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
@@ -299,6 +327,11 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             f"({len(too_long)} such clips; set data.skip_bad=true to skip them)"
         )
     samples = [s for s in samples if s not in too_long]
+    if tc.objective == "ctc":  # the adaptor learns the spoken tokens: transcription samples only
+        samples = [s for s in samples if s.task == "transcribe"]
+        if not samples:
+            raise DataError("train.objective=ctc trains on transcription samples: set data.asr_augment=true "
+                            "or give transcription data")
     say(f"[train] {len(samples)} training samples, {sum(s.duration or 0 for s in samples) / 3600:.2f} h of audio")
 
     # ---------------------------------------------------------------- model
@@ -306,6 +339,22 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     apply_lora(model, cfg.model)
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
+    if tc.init_from:
+        from llast.checkpoint import load_adaptor
+
+        load_adaptor(model, tc.init_from)
+        say(f"[train] adaptor initialised from {tc.init_from}")
+    ctc_vocab = ctc_vocabulary(samples, processor.tokenizer) if tc.objective == "ctc" else None
+    dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
+    if tc.objective == "ctc":
+        dev_samples = [s for s in dev_samples if s.task == "transcribe"]
+    if cfg.data.feature_cache:
+        check_cacheable(cfg.model)
+        if main:
+            stats = build_cache(model, processor, samples + dev_samples, cfg.data.feature_cache,
+                                cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad, progress=progress)
+            say(f"[train] feature cache {cfg.data.feature_cache}: {stats['clips']} clips, {stats['encoded']} encoded now")
+        accelerator.wait_for_everyone()
     # Everything that may train has requires_grad when the model is wrapped: DDP registers (and
     # all-reduces) only those parameters, so LoRA frozen at wrap time would never be synchronised in
     # LST's second stage. The loop sets the stage's requires_grad before the first batch.
@@ -316,7 +365,8 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
 
     sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
-    dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad)
+    dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad,
+                            feature_cache=cfg.data.feature_cache, model_cfg=cfg.model)
     collate = Collator(processor)
     # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume); it
     # is reseeded every epoch so that a resumed epoch gives its workers the same seeds.
@@ -330,10 +380,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tc.warmup_ratio, tc.schedule))
 
     dev_loader = None
-    if cfg.data.dev and tc.eval_every:
-        dev_samples = build_samples(cfg.data.dev, asr_augment=False)
+    if dev_samples:
         dev_loader = torch.utils.data.DataLoader(
-            SpeechDataset(dev_samples, cfg.model.encoder.max_seconds, skip_bad=True),
+            SpeechDataset(dev_samples, cfg.model.encoder.max_seconds, skip_bad=True,
+                          feature_cache=cfg.data.feature_cache, model_cfg=cfg.model),
             batch_sampler=make_sampler(cfg, dev_samples, shuffle=False), collate_fn=collate,
             generator=torch.Generator().manual_seed(tc.seed),
         )
@@ -455,7 +505,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         for batch, meta in loader:
             batches_done += 1
             n_bad += meta["n_bad"]
-            adaptor_only = step < cfg.model.adaptor_only_steps
+            adaptor_only = step < cfg.model.adaptor_only_steps or tc.objective == "ctc"
             if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
                 set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
                 stage = adaptor_only
@@ -481,7 +531,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 scale = accelerator.gradient_accumulation_steps / _window_len(batches_done, n_batches, tc.grad_accum)
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     with accelerator.autocast():
-                        loss = model(**batch).loss
+                        loss = model(**batch, ctc_vocab=ctc_vocab).loss
                     accelerator.backward(loss * (0.0 if stand_in else scale))
                 if not stand_in:
                     window["loss"] += float(loss.detach())
@@ -511,8 +561,11 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{record['lr']:.2e}", aps=f"{record['audio_sec_per_sec']:.1f}")
                 window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
             if dev_loader is not None and step % tc.eval_every == 0:
-                record = {"step": step, "dev_loss": dev_loss(model, dev_loader, device, tc.eval_max_samples)}
-                if tc.eval_bleu and main:
+                record = {"step": step, "dev_loss": dev_loss(model, dev_loader, device, tc.eval_max_samples, ctc_vocab)}
+                if tc.objective == "ctc" and main:
+                    say(f"[train] step {step}: CTC reading of a dev clip: "
+                        f"{ctc_greedy(accelerator.unwrap_model(model), dev_loader, ctc_vocab, processor.tokenizer, device)!r}")
+                if tc.eval_bleu and main and tc.objective == "lm":
                     record.update(dev_bleu(accelerator.unwrap_model(model), processor, cfg, dev_samples[: tc.eval_max_samples], device))
                     model.train()
                 accelerator.wait_for_everyone()

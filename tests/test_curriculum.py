@@ -1,0 +1,128 @@
+"""The CPU training levers of the llast-mini recipe on tiny models: the frozen encoder's feature cache
+(same batches, same losses), the CTC adaptor pre-training stage (train.objective=ctc) and starting an
+LM run from its adaptor (train.init_from)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny
+from llast.config import load_config
+from llast.errors import CheckpointError, ConfigError, DataError
+from llast.features import build_cache, cache_key, entry_path, load_entry
+from llast.lora import apply_lora
+from llast.model import IGNORE_INDEX, build_model, encoder_output_length
+from llast.processor import Example, build_processor
+from llast.train import ctc_vocabulary, train
+
+NO_SLORA = ["model.encoder.lora.enabled=false", "model.encoder.lora.dropout=0.0", "model.llm.lora.dropout=0.0"]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("curriculum")
+    corpus = tiny.write_corpus(root / "corpus")
+
+    def make(name: str, **train_overrides):
+        out = root / name
+        return tiny.write_train_yaml(root / f"{name}.yaml", tiny_dirs["whisper"], tiny_dirs["llama"], corpus, out,
+                                     **train_overrides), out
+
+    return make, root
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_cache_entries_hold_the_encoder_output(setup, tiny_dirs):
+    make, root = setup
+    y, _ = make("cache_entries", max_steps=1)
+    cfg = load_config(y, NO_SLORA)
+    model = build_model(cfg.model)
+    processor = build_processor(cfg.model, encoder_config=model.encoder_config)
+    from llast.data import build_samples
+
+    samples = build_samples(cfg.data.train, asr_augment=True)
+    stats = build_cache(model, processor, samples, root / "cache1", 30.0, batch_size=5, progress=False)
+    assert stats["clips"] == len({s.audio for s in samples}) == stats["encoded"]  # ASR twins share their clip
+    again = build_cache(model, processor, samples, root / "cache1", 30.0, progress=False)
+    assert again["encoded"] == 0
+    s = samples[3]
+    states, n = load_entry(entry_path(root / "cache1", cache_key(s, cfg.model)))
+    from llast.audio import load_audio
+
+    audio = load_audio(s.audio)
+    feats, lengths = processor.features([audio])
+    with torch.no_grad():
+        ref, _ = model.encode(feats, lengths)  # (1, T, D)
+    assert n == len(audio) and states.shape == (int(encoder_output_length(len(audio), model.encoder_config)), 16)
+    assert np.allclose(states.astype(np.float32), ref[0].numpy(), atol=2e-2)  # stored in float16
+    # Another encoder setting is another entry.
+    cfg.model.encoder.input_length = "pad30"
+    assert cache_key(s, cfg.model) != cache_key(s, load_config(y, NO_SLORA).model)
+
+
+def test_training_from_the_cache_matches_training_from_audio(setup):
+    make, root = setup
+    y, out_a = make("from_audio", max_steps=4)
+    train(load_config(y, NO_SLORA), progress=False)
+    y, out_c = make("from_cache", max_steps=4)
+    train(load_config(y, NO_SLORA + [f"data.feature_cache={root / 'cache2'}"]), progress=False)
+    a, c = _losses(out_a), _losses(out_c)
+    assert len(a) == len(c) == 4
+    assert np.allclose(a, c, atol=2e-3), (a, c)  # float16 states: equal to rounding
+    assert any((root / "cache2").rglob("*.npz"))
+
+
+def test_cache_refused_when_the_encoder_trains(setup):
+    make, root = setup
+    y, _ = make("cache_slora", max_steps=1)
+    with pytest.raises(ConfigError, match="data.feature_cache"):
+        train(load_config(y, [f"data.feature_cache={root / 'cache3'}"]), progress=False)
+
+
+def test_ctc_loss_scores_targets_in_the_embedding_space(tiny_dirs):
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    model = build_model(cfg.model)
+    processor = build_processor(cfg.model, encoder_config=model.encoder_config)
+    batch = processor([Example(tiny.clip(1.0), "fr", "fr", "transcribe", "hello world"),
+                       Example(tiny.clip(0.6, seed=1), "fr", "fr", "transcribe", "bonjour")])
+    vocab = ctc_vocabulary([type("S", (), {"target_text": t}) for t in ("hello world", "bonjour")], processor.tokenizer)
+    out = model(**batch, ctc_vocab=vocab)
+    n_embeds = batch["audio_lengths"].shape[0]
+    assert out.logits.shape[0] == n_embeds and out.logits.shape[-1] == len(vocab)
+    assert torch.isfinite(out.loss) and out.loss > 0
+    out.loss.backward()
+    assert model.adaptor.mlp[0].weight.grad.abs().sum() > 0
+    assert model.llm.get_input_embeddings().weight.grad is None  # the LLM's table is a fixed target
+    with pytest.raises(ValueError, match="not in `vocab`"):
+        model(**batch, ctc_vocab=vocab[:2])
+    assert (batch["labels"] != IGNORE_INDEX).any()
+
+
+def test_ctc_stage_then_lm_stage_from_its_adaptor(setup):
+    make, root = setup
+    y, out_ctc = make("ctc", max_steps=12, save_every=6)
+    final = train(load_config(y, NO_SLORA + ["train.objective=ctc", "train.lr=1e-2"]), progress=False)
+    losses = _losses(out_ctc)
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])  # the adaptor learns
+    w = load_file(str(final / "adaptor.safetensors"))
+    # Only the adaptor trained: the LLM LoRA saved with it is still the fresh one (B = 0).
+    lora = load_file(str(final / "llm_lora" / "adapter_model.safetensors"))
+    assert all(float(v.abs().sum()) == 0 for k, v in lora.items() if "lora_B" in k)
+
+    y, out_lm = make("after_ctc", max_steps=2)
+    lm_final = train(load_config(y, NO_SLORA + [f"train.init_from={final}", "train.lr=0"]), progress=False)
+    w2 = load_file(str(lm_final / "adaptor.safetensors"))
+    assert all(torch.equal(w[k], w2[k]) for k in w)  # lr 0: the adaptor is exactly the CTC stage's
+
+    with pytest.raises(CheckpointError, match="adaptor.safetensors"):
+        train(load_config(y, NO_SLORA + [f"train.init_from={root}"]), progress=False)
+    with pytest.raises(DataError, match="transcription"):
+        train(load_config(y, NO_SLORA + ["train.objective=ctc", "data.asr_augment=false"]), progress=False)
