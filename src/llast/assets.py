@@ -181,6 +181,30 @@ ASSETS: dict[str, Asset] = {
 }
 
 
+# Trained llast checkpoints shipped inside the package (trainable weights only, bf16): name -> (folder,
+# the bundled models its config.yaml names, description). `llast models prepare NAME` prepares those.
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED: dict[str, tuple[Path, tuple[str, ...], str]] = {
+    "llast-mini": (
+        SHIPPED_DIR / "llast-mini",
+        ("whisper-base", "qwen2.5-coder-0.5b-instruct"),
+        "LLaST-mini: Whisper base + Qwen2.5-Coder-0.5B, de/fr/es/it -> en speech translation and ASR (docs/quality.md)",
+    ),
+}
+
+
+def resolve_checkpoint(name: str | Path) -> Path:
+    """A checkpoint given by path, or by the name of a shipped one (llast-mini) -> its folder.
+    A shipped checkpoint needs its bundled models prepared: AssetError naming them otherwise."""
+    if str(name) in SHIPPED and not Path(name).exists():
+        folder, needs, _ = SHIPPED[str(name)]
+        missing = [n for n in needs if not is_prepared(n)]
+        if missing:
+            raise AssetError(f"{name} needs the bundled model(s) {', '.join(missing)}: run `llast models prepare {name}`")
+        return folder
+    return Path(name)
+
+
 # --------------------------------------------------------------------------------------------------
 # Paths and markers
 # --------------------------------------------------------------------------------------------------
@@ -202,7 +226,7 @@ def _log(name: str, msg: str) -> None:
 
 
 def _unknown(name: str) -> AssetError:
-    return AssetError(f"unknown bundled model {name!r}; known: {', '.join(ASSETS)}")
+    return AssetError(f"unknown bundled model {name!r}; known: {', '.join([*ASSETS, *SHIPPED])}")
 
 
 def read_marker(path: Path) -> dict | None:
@@ -407,10 +431,12 @@ def prepare(names: list[str], force: bool = False) -> dict[str, Path]:
     Idempotent: a folder with a valid marker is skipped (unless ``force``). Unknown names raise
     ``AssetError`` before any work starts.
     """
-    unknown = [n for n in names if n not in ASSETS]
+    unknown = [n for n in names if n not in ASSETS and n not in SHIPPED]
     if unknown:
         raise _unknown(unknown[0])
-    return {name: _prepare_one(ASSETS[name], force) for name in dict.fromkeys(names)}
+    # A shipped checkpoint stands for the bundled models it is built on.
+    expanded = [dep for n in names for dep in (SHIPPED[n][1] if n in SHIPPED else (n,))]
+    return {name: _prepare_one(ASSETS[name], force) for name in dict.fromkeys(expanded)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,6 +475,12 @@ def print_model_list() -> None:
         prepared = is_prepared(name)
         size = _human(sum(_dir_files(model_dir(name)).values())) if prepared else "-"
         rows.append((name, "yes" if prepared else "no", size, asset.licence, asset.description))
+    for name, (folder, needs, description) in SHIPPED.items():
+        if (folder / "llast.json").is_file():
+            ready = all(is_prepared(n) for n in needs)
+            size = _human(sum(_dir_files(folder).values()))
+            rows.append((name, "yes" if ready else f"needs {'+'.join(n for n in needs if not is_prepared(n))}", size,
+                         "Apache-2.0", description))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])

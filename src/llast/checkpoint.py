@@ -81,7 +81,9 @@ def save_checkpoint(
 
 
 def read_checkpoint_config(path: str | Path) -> Config:
-    path = Path(path)
+    from llast.assets import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     marker = path / "llast.json"
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
@@ -176,6 +178,9 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
     from llast.lora import apply_lora
     from llast.model import build_model
 
+    from llast.assets import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     cfg = read_checkpoint_config(path)
     if dtype is not None:
         cfg.model.dtype = dtype
@@ -200,6 +205,25 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
     if merge_lora:
         merge_lora_weights(model)
     return Translator(model, cfg, device=device, dtype=dtype)
+
+
+def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Copy checkpoint `path` to `out` for shipping: config, marker and trainable weights only (no
+    trainer state), cast to `dtype` (bf16 halves the size; loading casts back to the model's dtype)."""
+    from safetensors.torch import load_file, save_file
+
+    path, out = Path(path), Path(out)
+    read_checkpoint_config(path)  # a complete checkpoint, or CheckpointError
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "README.md"))
+    for f in tmp.rglob("*.safetensors"):
+        tensors = load_file(str(f))
+        save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, str(f))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 def merge_lora_weights(model) -> None:

@@ -1,0 +1,82 @@
+"""Shipped checkpoints (llast-mini): bf16 copies of the trainable weights that load by name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny
+from llast import assets
+from llast.checkpoint import load_checkpoint, save_checkpoint, ship_checkpoint
+from llast.errors import AssetError
+from llast.lora import apply_lora
+from llast.model import build_model
+from llast.processor import Example, build_processor
+
+
+def _trained_tiny(tiny_dirs, tmp_path):
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["qwen2"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    apply_lora(model, cfg.model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    return save_checkpoint(model.eval(), cfg, tmp_path / "ckpt"), model, cfg
+
+
+def test_ship_casts_trainable_weights_to_bf16_and_loads_back(tiny_dirs, tmp_path):
+    ckpt, model, cfg = _trained_tiny(tiny_dirs, tmp_path)
+    (ckpt / "trainer_state.pt").write_bytes(b"not shipped")
+    shipped = ship_checkpoint(ckpt, tmp_path / "shipped")
+    assert not (shipped / "trainer_state.pt").exists()
+    files = list(shipped.rglob("*.safetensors"))
+    assert len(files) == 3  # adaptor, encoder LoRA, LLM LoRA
+    assert all(v.dtype == torch.bfloat16 for f in files for v in load_file(str(f)).values())
+    loaded, _ = load_checkpoint(shipped)
+    proc = build_processor(cfg.model, encoder_config=loaded.encoder_config)
+    batch = proc([Example(tiny.clip(0.8), "fr", "en")])
+    with torch.no_grad():
+        a, b = model(**batch).logits, loaded(**batch).logits
+    assert not torch.equal(a, b)  # rounded to bf16 ...
+    torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)  # ... and otherwise the same model
+
+
+def test_shipped_name_resolves_and_names_missing_models(tiny_dirs, tmp_path, monkeypatch):
+    ckpt, _, _ = _trained_tiny(tiny_dirs, tmp_path)
+    shipped = ship_checkpoint(ckpt, tmp_path / "mini")
+    monkeypatch.setitem(assets.SHIPPED, "llast-test", (shipped, (), "test"))
+    assert assets.resolve_checkpoint("llast-test") == shipped
+    load_checkpoint("llast-test")
+    monkeypatch.setitem(assets.SHIPPED, "llast-test", (shipped, ("no-such-bundled-model",), "test"))
+    with pytest.raises(AssetError, match="llast models prepare llast-test"):
+        load_checkpoint("llast-test")
+    assert assets.resolve_checkpoint(str(ckpt)) == ckpt  # paths pass through
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not (assets.SHIPPED["llast-mini"][0] / "llast.json").is_file(), reason="llast-mini not shipped yet")
+def test_llast_mini_translates_through_the_cli(tmp_path):
+    """The shipped model on two German clips it never heard (voices and sentences outside its training)."""
+    import soundfile as sf
+
+    from llast.synth import _clip_job, _render
+
+    refs = {"Ich habe heute keine Zeit.": "time", "Das Wetter ist heute sehr schön.": "weather"}
+    paths = []
+    for i, text in enumerate(refs):
+        job = _clip_job(f"t{i}.wav", text, "de", tmp_path / f"t{i}.wav", seed=123, noise=0.0, split="test")
+        _render(job)
+        paths.append(str(job["path"]))
+    assert sf.info(paths[0]).samplerate == 16000
+    r = subprocess.run([sys.executable, "-m", "llast.cli", "translate", "--model", "llast-mini", "--src", "de",
+                        "--tgt", "en", *paths], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout.lower()
+    assert sum(word in out for word in refs.values()) >= 1, r.stdout
