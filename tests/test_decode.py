@@ -132,6 +132,8 @@ def test_bleu_equals_sacrebleu_and_language_tokenizers():
     assert "tok:ja-mecab" in ja["bleu_signature"]
     asr = score(["hello there world"], ["Hello, world!"], "en", task="transcribe")
     assert asr["wer"] == 0.5 and "cer" in asr
+    assert s["distinct"] == 1.0
+    assert score(["I don't know.", "i don't know.", "Hello"], ["a b", "c d", "e f"], "en")["distinct"] == round(2 / 3, 4)
 
 
 def test_evaluate_writes_scores_and_survives_corrupt_clip(translator, tmp_path):

@@ -94,3 +94,25 @@ def test_sentence_sources_are_clean():
             assert synth.MIN_WORDS <= len(text.split()) <= synth.MAX_WORDS
             assert not any(c in text for c in "[]{}()<>;|\t\\\"")
     assert len({synth.normalise(x) for x, _ in de}) == len(de)
+
+
+def test_one_split_alone_is_that_split_exactly(corpus, tmp_path):
+    """`--splits test` rebuilds a corpus's test split (sentences, clip names, voices, audio) without the rest."""
+    out, _ = corpus
+    alone = tmp_path / "test_only"
+    summary = synth.synthesize_corpus(alone, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, workers=1,
+                                      splits=("test",))
+    assert sorted(p.name for p in alone.glob("*.tsv")) == sorted(p.name for p in out.glob("*.test.tsv"))
+    for tsv in alone.glob("*.tsv"):
+        assert tsv.read_bytes() == (out / tsv.name).read_bytes()
+        for row in rows(tsv)[1:]:
+            src = tsv.name.split(".")[1].split("_")[0]
+            assert (alone / src / "clips_16k" / row[0]).read_bytes() == (out / src / "clips_16k" / row[0]).read_bytes()
+    assert summary["clips"] == sum(len(rows(t)) - 1 for t in alone.glob("*.tsv") if "en_de" not in t.name) + 2
+
+
+def test_test_voices_are_never_training_voices(corpus):
+    out, _ = corpus
+    assert not set(synth.VARIANTS["train"]) & (set(synth.VARIANTS["test"]) | set(synth.VARIANTS["dev"]))
+    speakers = {split: {r[3].split("+")[1] for t in out.glob(f"*.{split}.tsv") for r in rows(t)[1:]} for split in synth.SPLITS}
+    assert speakers["test"] <= set(synth.VARIANTS["test"]) and speakers["train"] <= set(synth.VARIANTS["train"])

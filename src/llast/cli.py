@@ -43,6 +43,8 @@ def _add_data(sub) -> None:
     s.add_argument("--reverb", type=float, default=0.3, help="fraction of clips in a synthetic room (reverberation)")
     s.add_argument("--no-apertium", dest="synthetic", action="store_false",
                    help="human sentence pairs only (default: Apertium-made fr/es/it sources fill the train split)")
+    s.add_argument("--splits", default="train,dev,test",
+                   help="which splits to render (default all); e.g. test rebuilds a corpus's test split alone, exactly")
     s.add_argument("--workers", type=int, default=2)
     c = dsub.add_parser("prepare", help="convert corpus audio to 16 kHz WAV (resumable, parallel)")
     c.add_argument("corpus", choices=["covost"])
@@ -66,6 +68,7 @@ def _run_data(args) -> int:
             noise=args.noise,
             reverb=args.reverb,
             synthetic=args.synthetic,
+            splits=tuple(x.strip() for x in args.splits.split(",") if x.strip()),
             workers=args.workers,
         )
         return 0

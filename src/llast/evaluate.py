@@ -60,6 +60,9 @@ def score(hyps: list[str], refs: list[str], tgt_lang: str, task: str = "translat
         "bleu_signature": str(bleu.get_signature()),
         "chrf": round(c.score, 2),
         "chrf_signature": str(chrf.get_signature()),
+        # Share of distinct hypotheses (after case folding): a model that does not listen answers many
+        # clips with one and the same sentence.
+        "distinct": round(len({h.strip().casefold() for h in hyps}) / max(len(hyps), 1), 4),
     }
     if task == "transcribe":
         import jiwer

@@ -350,10 +350,13 @@ def synthesize_corpus(
     workers: int = 2,
     reverb: float = 0.3,
     synthetic: bool = True,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
     Deterministic for (directions, sizes, seed, noise); `workers` espeak-ng processes run in parallel.
+    `splits`: render and list only these (the sentences, clip names and voices of a split do not depend
+    on which splits are rendered, so e.g. a corpus's test split can be rebuilt alone, exactly).
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
@@ -370,9 +373,14 @@ def synthesize_corpus(
             raise DataError(f"synth: {what} is a fraction of clips, got {frac}")
     directions = list(dict.fromkeys(directions))
     parsed = [_parse_direction(d) for d in directions]
+    splits = tuple(dict.fromkeys(splits))
+    if not splits or any(x not in SPLITS for x in splits):
+        raise DataError(f"synth: splits must be some of {', '.join(SPLITS)}, got {', '.join(splits) or 'none'}")
     params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise,
               "reverb": reverb, "synthetic": synthetic}
-    tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in SPLITS]
+    if splits != SPLITS:
+        params["splits"] = list(splits)
+    tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in splits]
     marker = out / "synth.json"
     if marker.is_file() and all(p.is_file() for p in tsvs):
         try:
@@ -405,7 +413,8 @@ def synthesize_corpus(
                     name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
                     counts[src] = counts.get(src, 0) + 1
                     job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb)
-                    jobs.append(job)
+                    if split in splits:
+                        jobs.append(job)
                     clip_of[key] = (name, job["voice"])
                 name, speaker = clip_of[key]
                 table.append((name, source, target, speaker))
@@ -427,6 +436,8 @@ def synthesize_corpus(
         bar.close()
 
     for (src, tgt, split), table in rows.items():
+        if split not in splits:
+            continue
         path = out / f"covost_v2.{src}_{tgt}.{split}.tsv"
         tmp = path.with_name(path.name + ".part")
         with open(tmp, "w", encoding="utf-8", newline="") as f:
@@ -440,7 +451,7 @@ def synthesize_corpus(
         "out_dir": str(out),
         "clips": len(jobs),
         "hours": round(seconds / 3600, 4),
-        "tsv": {f"{s}-{t}": {split: len(rows[(s, t, split)]) for split in SPLITS} for s, t, _ in parsed},
+        "tsv": {f"{s}-{t}": {split: len(rows[(s, t, split)]) for split in splits} for s, t, _ in parsed},
         "synth_seconds": round(time.time() - start, 1),
     }
     marker.write_text(json.dumps(summary, indent=2) + "\n")  # last: its presence means the corpus is complete

@@ -344,10 +344,11 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
 
         load_adaptor(model, tc.init_from)
         say(f"[train] adaptor initialised from {tc.init_from}")
-    ctc_vocab = ctc_vocabulary(samples, processor.tokenizer) if tc.objective == "ctc" else None
     dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
     if tc.objective == "ctc":
         dev_samples = [s for s in dev_samples if s.task == "transcribe"]
+    # The CTC stage's vocabulary: every token of the training and dev transcripts.
+    ctc_vocab = ctc_vocabulary(samples + dev_samples, processor.tokenizer) if tc.objective == "ctc" else None
     if cfg.data.feature_cache:
         check_cacheable(cfg.model)
         if main:
