@@ -129,6 +129,34 @@ def test_cascade_baseline_through_the_cli(tiny_dirs, whisper_dir, corpus, tmp_pa
     assert _lines(out / "de-en.translate.ref.txt") == [row[2] for row in rows]
     assert f"de-en.translate: ASR WER {r['asr_wer']:.3f}" in capsys.readouterr().out
 
+    # Another LLM on the same transcripts: --transcripts reads them instead of running Whisper again.
+    other = str(tiny_dirs["qwen2"])
+    argv = ["evaluate", "--baseline", "cascade", "--transcripts", str(out / "asr"), "--llm", other,
+            "--data", str(tsv), "--out", str(tmp_path / "again"), *DECODE]
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "again" / "score.json").read_text())["sets"]["de-en.translate"]
+    assert again["asr_wer"] == r["asr_wer"] and not (tmp_path / "again" / "asr").exists()
+    assert _lines(tmp_path / "again" / "de-en.translate.src.txt") == transcripts
+    expected = TextTranslator.load(other, PromptConfig(system=TRANSLATION_ONLY), dtype="float32").translate(
+        transcripts, "de", "en", DecodeConfig(num_beams=1, max_new_tokens=5))
+    assert _lines(tmp_path / "again" / "de-en.translate.hyp.txt") == expected
+
+
+def test_transcripts_must_cover_every_clip(tiny_dirs, corpus, tmp_path, capsys):
+    """--transcripts from a `--baseline whisper --task transcribe` run of another set: the missing clip is named."""
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "score.json").write_text(json.dumps({"meta": {}, "sets": {"fr-fr.transcribe": {"n": 1, "skipped_samples": []}}}))
+    (asr / "fr-fr.transcribe.ids.txt").write_text("fr_dev_0-asr\n")
+    (asr / "fr-fr.transcribe.hyp.txt").write_text("bonjour\n")
+    argv = ["evaluate", "--baseline", "cascade", "--transcripts", str(asr), "--llm", str(tiny_dirs["llama"]),
+            "--data", str(corpus / "covost_v2.fr_en.dev.tsv"), "--out", str(tmp_path / "o"), *DECODE]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no fr transcript of sample fr_dev_1" in err and len(err.strip().splitlines()) == 1
+    assert main(argv[:4] + [str(tmp_path / "nothing")] + argv[5:]) == 1
+    assert "not an evaluation folder of the transcribe task" in capsys.readouterr().err
+
 
 def test_cascade_counts_unreadable_clips_with_skip_bad(tiny_dirs, whisper_dir, corpus, tmp_path):
     tsv = corpus / "covost_v2.fr_en.test.tsv"  # beside the corpus: its clips are found in fr/clips_16k

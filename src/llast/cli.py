@@ -154,6 +154,9 @@ def _add_evaluate(sub) -> None:
                         "(--llm) translates the transcript; text: the LLM translates the gold source sentences (its ceiling)")
     p.add_argument("--asr", default=None, help="cascade: Whisper model that transcribes (bundled name, hub id or "
                                                "folder; default: the --model checkpoint's encoder, else whisper-base)")
+    p.add_argument("--transcripts", default=None, metavar="DIR",
+                   help="cascade: translate these transcripts instead of running --asr (an earlier cascade's OUT/asr, or "
+                        "the OUT of --baseline whisper --task transcribe): several LLMs on one ASR output")
     p.add_argument("--llm", default=None, help="cascade/text: instruct LLM that translates (default: the --model "
                                                "checkpoint's LLM, else qwen2.5-coder-0.5b-instruct)")
     p.add_argument("--llm-system", default=None, metavar="TEXT",

@@ -339,8 +339,7 @@ def gold_sources(sets, skip_bad: bool = False) -> tuple[dict[str, str], dict[str
 def transcribe_sources(asr, sets, out_dir: Path, skip_bad: bool = False, lowercase: bool = False,
                        meta: dict | None = None) -> tuple[dict, dict, dict]:
     """The cascade's first half: `asr` (a WhisperBaseline) transcribes every clip of `sets`, scored with
-    evaluate() into OUT/asr/ (WER, CER). Returns (sample id -> transcript, sample id -> why skipped,
-    ASR scores by source language)."""
+    evaluate() into OUT/asr/ (WER, CER). Returns read_transcripts(OUT/asr, ...)."""
     import dataclasses
 
     asr_sets: dict[tuple[str, str, str], list[Sample]] = {}
@@ -348,16 +347,35 @@ def transcribe_sources(asr, sets, out_dir: Path, skip_bad: bool = False, lowerca
         seen = {s.id for s in asr_sets.get((src, src, "transcribe"), [])}
         asr_sets.setdefault((src, src, "transcribe"), []).extend(
             dataclasses.replace(transcription_of(s), id=s.id) for s in samples if s.id not in seen)
-    asr_scores = evaluate(asr.generate, asr_sets, out_dir / "asr", lowercase=lowercase, skip_bad=skip_bad, meta=meta)
-    transcripts, skipped = {}, {}
-    for (src, _, task), samples in asr_sets.items():
-        name = f"{src}-{src}.{task}"
-        ids = (out_dir / "asr" / f"{name}.ids.txt").read_text(encoding="utf-8").splitlines()
-        hyps = (out_dir / "asr" / f"{name}.hyp.txt").read_text(encoding="utf-8").splitlines()
-        transcripts.update(zip(ids, hyps))
-        reasons = {x["id"]: x["reason"] for x in asr_scores["sets"][name]["skipped_samples"]}
-        skipped.update({s.id: reasons.get(s.id, "unreadable audio") for s in samples if s.id not in transcripts})
-    by_src = {key[0]: asr_scores["sets"][f"{key[0]}-{key[0]}.transcribe"] for key in asr_sets}
+    evaluate(asr.generate, asr_sets, out_dir / "asr", lowercase=lowercase, skip_bad=skip_bad, meta=meta)
+    return read_transcripts(out_dir / "asr", sets)
+
+
+def read_transcripts(asr_dir: str | Path, sets) -> tuple[dict, dict, dict]:
+    """Transcripts of the clips of `sets` from an evaluation folder of the transcribe task (a cascade's
+    OUT/asr/, or `evaluate --baseline whisper --task transcribe`'s OUT/). Returns (sample id -> transcript,
+    sample id -> why skipped, ASR scores by source language). A clip it lacks is an error naming it."""
+    from llast.errors import DataError
+
+    asr_dir = Path(asr_dir)
+    try:
+        asr_scores = json.loads((asr_dir / "score.json").read_text(encoding="utf-8"))["sets"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{asr_dir}: not an evaluation folder of the transcribe task ({e})") from None
+    transcripts, skipped, by_src = {}, {}, {}
+    for src, _tgt, _task in sets:
+        name = f"{src}-{src}.transcribe"
+        if name in by_src or name not in asr_scores:
+            continue
+        by_src[src] = asr_scores[name]
+        ids = (asr_dir / f"{name}.ids.txt").read_text(encoding="utf-8").splitlines()
+        hyps = (asr_dir / f"{name}.hyp.txt").read_text(encoding="utf-8").splitlines()
+        transcripts.update((i.removesuffix("-asr"), h) for i, h in zip(ids, hyps))  # --task transcribe ids end in -asr
+        skipped.update((x["id"].removesuffix("-asr"), x["reason"]) for x in asr_scores[name]["skipped_samples"])
+    for (src, _tgt, _task), samples in sets.items():
+        for s in samples:
+            if s.id not in transcripts and s.id not in skipped:
+                raise DataError(f"{asr_dir}: no {src} transcript of sample {s.id}")
     return transcripts, skipped, by_src
 
 
@@ -388,12 +406,15 @@ def evaluate_llm_baseline(args, overrides: dict) -> int:
     asr_name, llm_name, prompt = llm_baseline_parts(args)
     system = {None: TRANSLATION_ONLY, "template": None}.get(args.llm_system, args.llm_system)
     prompt = dataclasses.replace(prompt, system=system)
-    if args.baseline == "cascade" and load_encoder_config(asr_name).model_type != "whisper":
+    if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
         raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
     decode = dataclasses.replace(DecodeConfig(), **overrides)
     sets = group_sets(args.data, "translate", args.limit)
     out = Path(args.out)
-    if args.baseline == "cascade":
+    if args.baseline == "cascade" and args.transcripts:
+        inputs, skipped, asr_scores = read_transcripts(args.transcripts, sets)
+        asr_name = f"transcripts of {args.transcripts}"
+    elif args.baseline == "cascade":
         asr = WhisperBaseline(asr_name, decode, dtype=args.dtype)
         asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(asr.dtype)}
         inputs, skipped, asr_scores = transcribe_sources(asr, sets, out, args.skip_bad, args.lowercase, asr_meta)
