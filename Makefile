@@ -4,7 +4,7 @@ VENV := .venv
 LLAST := $(VENV)/bin/llast
 PY := $(VENV)/bin/python
 # Models the real-weight tests and the demo use (prepared once into $$LLAST_HOME, default ~/.cache/llast).
-TEST_MODELS := whisper-base whisper-tiny.en smollm2-135m-instruct gemma3-270m
+TEST_MODELS := whisper-base whisper-tiny.en smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct
 DEMO_MODELS := whisper-base smollm2-135m-instruct
 
 .PHONY: setup models test test-fast demo bench clean

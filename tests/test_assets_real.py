@@ -19,7 +19,7 @@ from llast import assets
 pytestmark = pytest.mark.real
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-NAMES = ["whisper-base", "whisper-tiny.en", "smollm2-135m-instruct", "gemma3-270m"]
+NAMES = ["whisper-base", "whisper-tiny.en", "smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct"]
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,20 @@ def test_smollm2_prompt_without_its_default_system_message(prepared):
     empty_text, empty_len = before("model.prompt.system=''")
     assert "SmolLM" in default_text and "SmolLM" not in empty_text
     assert empty_len <= default_len - 10, (default_len, empty_len)
+
+
+def test_qwen_translates_german_and_french(prepared):
+    """The bundled Qwen2.5-Coder translates through its chat template, with LLaST's instruction, greedy, batched."""
+    from llast.config import DecodeConfig, PromptConfig
+    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+
+    tr = TextTranslator.load(str(prepared["qwen2.5-coder-0.5b-instruct"]), PromptConfig(system=TRANSLATION_ONLY),
+                             dtype="float32")
+    assert tr.tokenizer.convert_tokens_to_ids("<|im_end|>") == tr.tokenizer.eos_token_id  # a reply ends there
+    decode = DecodeConfig(num_beams=1, max_new_tokens=32)
+    german = ["Der Hund schläft im Garten.", "Ich trinke jeden Morgen einen Kaffee."]
+    french = ["Le chat mange du poisson.", "Ma sœur aime lire des livres."]
+    en_de = [set(_normalise(t).split()) for t in tr.translate(german, "de", "en", decode)]
+    en_fr = [set(_normalise(t).split()) for t in tr.translate(french, "fr", "en", decode)]
+    assert {"dog", "garden"} <= en_de[0] and {"coffee", "morning"} <= en_de[1], en_de
+    assert {"cat", "fish"} <= en_fr[0] and {"sister", "books"} <= en_fr[1], en_fr

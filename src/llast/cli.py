@@ -149,14 +149,27 @@ def _run_translate(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model (or Whisper's own task) on held-out data")
+    p = sub.add_parser("evaluate", help="score a model, Whisper's own task, a cascade or an LLM's text translation on held-out data")
     p.add_argument(
-        "--model", required=True,
-        help="checkpoint directory; a YAML config (scores the untrained model it builds); or, with --baseline whisper, a Whisper name/path",
+        "--model", default=None,
+        help="checkpoint directory; a YAML config (scores the untrained model it builds); with --baseline whisper a "
+             "Whisper name/path; with --baseline cascade/text a checkpoint whose Whisper, LLM and instruction to use",
     )
     p.add_argument("--data", nargs="+", required=True, help="CoVoST TSVs, JSONL manifests or MuST-C split folders")
     p.add_argument("--out", required=True, help="output folder: hypotheses, references, score.json")
-    p.add_argument("--baseline", choices=["whisper"], default=None, help="score Whisper's own translate/transcribe task instead")
+    p.add_argument("--baseline", choices=["whisper", "cascade", "text"], default=None,
+                   help="whisper: Whisper's own translate/transcribe task; cascade: Whisper (--asr) transcribes, the LLM "
+                        "(--llm) translates the transcript; text: the LLM translates the gold source sentences (its ceiling)")
+    p.add_argument("--asr", default=None, help="cascade: Whisper model that transcribes (bundled name, hub id or "
+                                               "folder; default: the --model checkpoint's encoder, else whisper-base)")
+    p.add_argument("--transcripts", default=None, metavar="DIR",
+                   help="cascade: translate these transcripts instead of running --asr (an earlier cascade's OUT/asr, or "
+                        "the OUT of --baseline whisper --task transcribe): several LLMs on one ASR output")
+    p.add_argument("--llm", default=None, help="cascade/text: instruct LLM that translates (default: the --model "
+                                               "checkpoint's LLM, else qwen2.5-coder-0.5b-instruct)")
+    p.add_argument("--llm-system", default=None, metavar="TEXT",
+                   help="cascade/text: the LLM's system message (default: 'Reply with the translation only.'; "
+                        "'template' = the chat template's own default; '' = an empty one)")
     p.add_argument("--task", choices=["translate", "transcribe"], default="translate")
     p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU (as LLaST's released scorer)")
     p.add_argument("--limit", type=int, default=None, help="first N samples of each data set")

@@ -244,6 +244,10 @@ def _load_translator(spec: str, dtype: str = "auto"):
 
 
 def evaluate_cli(args, overrides: dict) -> int:
+    if args.baseline in ("cascade", "text"):
+        return evaluate_llm_baseline(args, overrides)
+    if args.model is None:
+        raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
     sets = group_sets(args.data, args.task, args.limit)
     if args.baseline == "whisper":
         import dataclasses
@@ -272,3 +276,182 @@ def evaluate_cli(args, overrides: dict) -> int:
     print_scores(scores)
     print(f"wrote {Path(args.out) / 'score.json'}")
     return 0
+
+
+# ----------------------------------------------------------------------------- cascade and text baselines
+
+
+def evaluate_text(translate, sets, inputs: dict[str, str], out_dir: str | Path, lowercase: bool = False,
+                  skipped: dict[str, str] | None = None, progress: bool = True, meta: dict | None = None) -> dict:
+    """Translate a text per sample with `translate(texts, src, tgt, on_batch=callback) -> texts`, score,
+    and write OUT/ in evaluate()'s layout, plus `{name}.src.txt`: the text each hypothesis translates.
+
+    inputs  : sample id -> the text to translate (the gold source sentence, or a transcript)
+    skipped : sample id -> why it has no input (an unreadable clip); counted as evaluate() counts them
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = skipped or {}
+    scores: dict = {"meta": meta or {}, "sets": {}}
+    for (src, tgt, task), samples in sets.items():
+        name = f"{src}-{tgt}.{task}"
+        todo = [s for s in samples if s.id not in skipped]
+        files = {k: open(out_dir / f"{name}.{k}.txt", "w", encoding="utf-8") for k in ("hyp", "ref", "ids", "src")}
+        hyps, refs, t0 = [], [], time.time()
+        bar = tqdm(total=len(todo), desc=name, unit="sentence", disable=not progress, file=sys.stderr)
+        try:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start : start + CHUNK]
+                texts = translate([inputs[s.id] for s in chunk], src, tgt, on_batch=bar.update)
+                for s, t in zip(chunk, texts):
+                    for key, value in (("hyp", t), ("ref", s.target_text), ("ids", s.id), ("src", inputs[s.id])):
+                        files[key].write(value.replace("\n", " ") + "\n")
+                    hyps.append(t)
+                    refs.append(s.target_text)
+                for f in files.values():
+                    f.flush()
+        finally:
+            bar.close()
+            for f in files.values():
+                f.close()
+        result = score(hyps, refs, tgt, task, lowercase) if hyps else {"n": 0}
+        gone = [{"id": s.id, "reason": skipped[s.id]} for s in samples if s.id in skipped]
+        result.update(skipped=len(gone), skipped_samples=gone[:50], decode_seconds=round(time.time() - t0, 2))
+        scores["sets"][name] = result
+        (out_dir / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
+    return scores
+
+
+def gold_sources(sets, skip_bad: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """The text baseline's inputs: each sample's source sentence. A sample without one is an error
+    naming it, or with `skip_bad` a counted skip. Returns (inputs, skipped)."""
+    from llast.errors import DataError
+
+    inputs, skipped = {}, {}
+    for samples in sets.values():
+        for s in samples:
+            if s.source_text.strip():
+                inputs[s.id] = s.source_text
+            elif skip_bad:
+                skipped[s.id] = "no source text"
+            else:
+                raise DataError(f"sample {s.id} ({s.audio}): no source text to translate (use --skip-bad to skip such samples)")
+    return inputs, skipped
+
+
+def transcribe_sources(asr, sets, out_dir: Path, skip_bad: bool = False, lowercase: bool = False,
+                       meta: dict | None = None) -> tuple[dict, dict, dict]:
+    """The cascade's first half: `asr` (a WhisperBaseline) transcribes every clip of `sets`, scored with
+    evaluate() into OUT/asr/ (WER, CER). Returns read_transcripts(OUT/asr, ...)."""
+    import dataclasses
+
+    asr_sets: dict[tuple[str, str, str], list[Sample]] = {}
+    for (src, _tgt, _task), samples in sets.items():
+        seen = {s.id for s in asr_sets.get((src, src, "transcribe"), [])}
+        asr_sets.setdefault((src, src, "transcribe"), []).extend(
+            dataclasses.replace(transcription_of(s), id=s.id) for s in samples if s.id not in seen)
+    evaluate(asr.generate, asr_sets, out_dir / "asr", lowercase=lowercase, skip_bad=skip_bad, meta=meta)
+    return read_transcripts(out_dir / "asr", sets)
+
+
+def read_transcripts(asr_dir: str | Path, sets) -> tuple[dict, dict, dict]:
+    """Transcripts of the clips of `sets` from an evaluation folder of the transcribe task (a cascade's
+    OUT/asr/, or `evaluate --baseline whisper --task transcribe`'s OUT/). Returns (sample id -> transcript,
+    sample id -> why skipped, ASR scores by source language). A clip it lacks is an error naming it."""
+    from llast.errors import DataError
+
+    asr_dir = Path(asr_dir)
+    try:
+        asr_scores = json.loads((asr_dir / "score.json").read_text(encoding="utf-8"))["sets"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{asr_dir}: not an evaluation folder of the transcribe task ({e})") from None
+    transcripts, skipped, by_src = {}, {}, {}
+    for src, _tgt, _task in sets:
+        name = f"{src}-{src}.transcribe"
+        if name in by_src or name not in asr_scores:
+            continue
+        by_src[src] = asr_scores[name]
+        ids = (asr_dir / f"{name}.ids.txt").read_text(encoding="utf-8").splitlines()
+        hyps = (asr_dir / f"{name}.hyp.txt").read_text(encoding="utf-8").splitlines()
+        transcripts.update((i.removesuffix("-asr"), h) for i, h in zip(ids, hyps))  # --task transcribe ids end in -asr
+        skipped.update((x["id"].removesuffix("-asr"), x["reason"]) for x in asr_scores[name]["skipped_samples"])
+    for (src, _tgt, _task), samples in sets.items():
+        for s in samples:
+            if s.id not in transcripts and s.id not in skipped:
+                raise DataError(f"{asr_dir}: no {src} transcript of sample {s.id}")
+    return transcripts, skipped, by_src
+
+
+def llm_baseline_parts(args) -> tuple[str, str, "PromptConfig"]:
+    """(ASR name, LLM name, prompt) of the cascade and text baselines: --asr and --llm, else the parts of
+    the checkpoint given as --model (and its instruction wording), else whisper-base and the bundled Qwen."""
+    from llast.config import PromptConfig
+
+    asr, llm, prompt = "whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig()
+    if args.model is not None:
+        from llast.checkpoint import read_checkpoint_config
+
+        cfg = read_checkpoint_config(args.model)
+        asr, llm, prompt = cfg.model.encoder.name, cfg.model.llm.name, cfg.model.prompt
+    return args.asr or asr, args.llm or llm, prompt
+
+
+def evaluate_llm_baseline(args, overrides: dict) -> int:
+    """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
+    or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
+    import dataclasses
+
+    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+    from llast.model import load_encoder_config
+
+    if args.task != "translate":
+        raise ConfigError(f"--baseline {args.baseline} scores translation; --task {args.task} is not supported")
+    asr_name, llm_name, prompt = llm_baseline_parts(args)
+    system = {None: TRANSLATION_ONLY, "template": None}.get(args.llm_system, args.llm_system)
+    prompt = dataclasses.replace(prompt, system=system)
+    if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
+        raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
+    decode = dataclasses.replace(DecodeConfig(), **overrides)
+    sets = group_sets(args.data, "translate", args.limit)
+    out = Path(args.out)
+    if args.baseline == "cascade" and args.transcripts:
+        inputs, skipped, asr_scores = read_transcripts(args.transcripts, sets)
+        asr_name = f"transcripts of {args.transcripts}"
+    elif args.baseline == "cascade":
+        asr = WhisperBaseline(asr_name, decode, dtype=args.dtype)
+        asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(asr.dtype)}
+        inputs, skipped, asr_scores = transcribe_sources(asr, sets, out, args.skip_bad, args.lowercase, asr_meta)
+        del asr
+    else:
+        inputs, skipped = gold_sources(sets, args.skip_bad)
+    llm = TextTranslator.load(llm_name, prompt=prompt, dtype=args.dtype)
+
+    def translate(texts, src, tgt, on_batch=None):
+        return llm.translate(texts, src, tgt, decode, on_batch=on_batch)
+
+    meta = {"system": f"{args.baseline} baseline: " + (f"{asr_name} transcribes, " if args.baseline == "cascade" else "")
+            + f"{llm_name} translates" + (" the transcript" if args.baseline == "cascade" else " the gold source text"),
+            "llm": llm_name, "llm_system_message": prompt.system, "instruction": prompt.translate,
+            "num_beams": decode.num_beams, "dtype": str(next(llm.model.parameters()).dtype), "lowercase": args.lowercase}
+    if args.baseline == "cascade":
+        meta["asr"] = asr_name
+    scores = evaluate_text(translate, sets, inputs, out, args.lowercase, skipped, meta=meta)
+    if args.baseline == "cascade":
+        _add_asr_scores(scores, sets, asr_scores)
+        (out / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
+    print_scores(scores)
+    for name, r in scores["sets"].items():
+        if r.get("asr_wer") is not None:
+            print(f"{name}: ASR WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f}  ({asr_name}; transcripts in {out / 'asr'})")
+    print(f"wrote {out / 'score.json'}")
+    return 0
+
+
+def _add_asr_scores(scores: dict, sets, asr_scores: dict) -> None:
+    """Each cascade set gets its source language's ASR WER/CER and the time of both halves."""
+    for src, tgt, task in sets:
+        r, a = scores["sets"][f"{src}-{tgt}.{task}"], asr_scores[src]
+        r.update(asr_wer=a.get("wer"), asr_cer=a.get("cer"), asr_decode_seconds=a["decode_seconds"],
+                 audio_seconds=a["audio_seconds"])
+        r["decode_seconds"] = round(r["decode_seconds"] + a["decode_seconds"], 2)
+        r["real_time_factor"] = round(r["decode_seconds"] / max(a["audio_seconds"], 1e-9), 4)

@@ -1,0 +1,127 @@
+"""Text translation with an instruct LLM: the text side of the cascade and of the text ceiling.
+
+The LLM gets LLaST's own instruction (``PromptConfig.translate``, "Translate the German sentence into
+English.") with the source sentence on the next line, rendered through the tokenizer's chat template,
+as LLaST renders its audio prompt (there the audio comes before the instruction; a text LLM is asked
+the usual way, instruction first). Batches are sorted by prompt length and left padded; decoding is
+deterministic (greedy or beam search, ``DecodeConfig``).
+
+    translator = TextTranslator.load("qwen2.5-coder-0.5b-instruct")
+    translator.translate(["Guten Morgen."], src="de", tgt="en", decode=DecodeConfig(num_beams=1))
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from llast.config import DecodeConfig, PromptConfig
+from llast.processor import instruction
+
+# System message of the cascade and text baselines (`--system`): the default of the chat template (SmolLM2's
+# and Qwen2's insert their own) left Qwen2.5-Coder prefixing some answers with "Sure! Here's the translation:"
+# or wrapping them in quotes (docs/quality_baselines.md).
+TRANSLATION_ONLY = "Reply with the translation only."
+
+# What chatty instruct models put around a translation; `clean_output` removes it.
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure|certainly|of course|okay|ok|here(?: is|'s)|the translation)\b[^\n:]{0,80}:\s*", re.IGNORECASE
+)
+_QUOTES = [('"', '"'), ("“", "”"), ("'", "'"), ("«", "»"), ("„", "“")]
+
+
+def clean_output(text: str) -> str:
+    """The translation alone: a leading "Sure, here is the translation:" style preamble, a surrounding
+    pair of quotes and everything after the first line break (notes, alternatives) removed."""
+    text = _PREAMBLE.sub("", text.strip(), count=1).strip()
+    text = text.split("\n", 1)[0].strip()
+    for left, right in _QUOTES:
+        if len(text) > 2 and text.startswith(left) and text.endswith(right):
+            text = text[len(left) : -len(right)].strip()
+            break
+    return text
+
+
+class TextTranslator:
+    """An instruct LLM that translates sentences, batched.
+
+    model     : a transformers causal LM (a peft-wrapped one works too)
+    tokenizer : its tokenizer; its chat template renders the prompt (PromptConfig.use_chat_template)
+    prompt    : instruction wording and system message (the same dataclass as LLaST's prompt)
+    clean     : apply `clean_output` to every translation
+    """
+
+    def __init__(self, model, tokenizer, prompt: PromptConfig | None = None, clean: bool = False, device=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt = prompt or PromptConfig()
+        self.clean = clean
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.use_template = self.prompt.use_chat_template and bool(getattr(tokenizer, "chat_template", None))
+
+    @classmethod
+    def load(cls, name: str, prompt: PromptConfig | None = None, clean: bool = False, device: str | None = None,
+             dtype: str = "auto") -> "TextTranslator":
+        """A bundled model name, hub id or local directory; dtype as `llast.model.inference_dtype`."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from llast.model import inference_dtype, resolve_name
+
+        path = resolve_name(name)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=inference_dtype(dtype, dev)).to(dev)
+        return cls(model, AutoTokenizer.from_pretrained(path), prompt, clean, dev)
+
+    def render(self, text: str, src: str, tgt: str) -> str:
+        """The whole prompt for one sentence, up to where the translation starts."""
+        user = f"{instruction(self.prompt, src, tgt, 'translate')}\n{text.strip()}"
+        if not self.use_template:
+            return (self.tokenizer.bos_token or "") + user + "\n"
+        messages = [{"role": "user", "content": user}]
+        if self.prompt.system is not None:
+            messages.insert(0, {"role": "system", "content": self.prompt.system})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_ids(self, text: str, src: str, tgt: str) -> list[int]:
+        return self.tokenizer(self.render(text, src, tgt), add_special_tokens=False)["input_ids"]
+
+    @torch.no_grad()
+    def translate(self, texts: list[str], src: str, tgt: str, decode: DecodeConfig | None = None,
+                  on_batch=None) -> list[str]:
+        """Translations of `texts` (src -> tgt), in input order; `on_batch(n)` after each batch of n.
+        An empty text (Whisper heard nothing) gets an empty translation without asking the LLM."""
+        from llast.decode import generate_kwargs
+
+        decode = decode or DecodeConfig()
+        kwargs = generate_kwargs(decode, self.tokenizer)
+        kwargs.pop("share_prefill")  # LLaST.generate's option; a plain causal LM prefills by itself
+        rows = [self.prompt_ids(t, src, tgt) if t.strip() else [] for t in texts]
+        order = sorted((i for i, r in enumerate(rows) if r), key=lambda i: len(rows[i]), reverse=True)
+        out: list[str] = [""] * len(rows)
+        if on_batch is not None and len(order) < len(rows):
+            on_batch(len(rows) - len(order))
+        for start in range(0, len(order), decode.batch_size):
+            idx = order[start : start + decode.batch_size]
+            input_ids, attention_mask = _left_pad([rows[i] for i in idx], self.tokenizer.pad_token_id)
+            ids = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                      **kwargs)  # (B, prompt + new)
+            new = self.tokenizer.batch_decode(ids[:, input_ids.shape[1] :], skip_special_tokens=True)
+            for i, t in zip(idx, new):
+                out[i] = clean_output(t) if self.clean else t.strip()
+            if on_batch is not None:
+                on_batch(len(idx))
+        return out
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) input ids and attention mask, padding on the left."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, width - len(r) :] = 1
+    return input_ids, attention_mask
