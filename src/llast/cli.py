@@ -98,9 +98,18 @@ def _run_params(args) -> int:
     from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    m = model.build_model(cfg.model)
-    lora.apply_lora(m, cfg.model)
+    # random_init: the meta device, so even 13B models are counted in no memory
+    import contextlib
+
+    import torch
+
+    meta = cfg.model.random_init
+    m = model.build_model(cfg.model, device="meta" if meta else None)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        lora.apply_lora(m, cfg.model)
     print(lora.format_param_counts(lora.param_counts(m)))
+    print()
+    print(lora.format_part_sizes(lora.part_sizes(m)))
     return 0
 
 

@@ -84,3 +84,26 @@ def format_param_counts(counts: dict[str, dict[str, int]]) -> str:
         trainable += c["trainable"]
     lines.append(f"{'all':<10}{trainable:>16,}{total:>16,}  ({100 * trainable / max(total, 1):.2f}% trainable)")
     return "\n".join(lines)
+
+
+def part_sizes(model: nn.Module) -> dict[str, int]:
+    """Exact parameter counts of the paper's parts: encoder, adaptor, LLM (base weights only), S-LoRA,
+    L-LoRA, and their total (tied weights counted once). Works on meta-device models."""
+    sizes = {"encoder": 0, "adaptor": 0, "llm": 0, "s_lora": 0, "l_lora": 0}
+    seen = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = name.split(".", 1)[0]
+        if "lora_" in name:
+            part = "s_lora" if part == "encoder" else "l_lora"
+        sizes[part] += p.numel()
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def format_part_sizes(sizes: dict[str, int]) -> str:
+    labels = {"encoder": "encoder (frozen)", "adaptor": "adaptor", "llm": "LLM (frozen)", "s_lora": "S-LoRA",
+              "l_lora": "L-LoRA", "total": "total"}
+    return "\n".join(f"{labels[k]:<18}{v:>16,}  ({v / 1e9:.3f} B)" for k, v in sizes.items())
