@@ -113,6 +113,32 @@ def _run_params(args) -> int:
     return 0
 
 
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="per-GPU memory of a training step under DDP, FSDP and ZeRO-2 (no weights needed)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--engine", choices=["ddp", "fsdp", "zero2", "all"], default="all")
+    p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--gpu-mem", type=float, default=80.0, help="GB per GPU (default 80)")
+    p.add_argument("--batch", type=int, default=None, help="clips per GPU per micro-batch (default: data.batch_size)")
+    p.add_argument("--audio-seconds", type=float, default=30.0, help="clip length planned for (default 30: the worst case)")
+    p.add_argument("--text-tokens", type=int, default=96, help="prompt + target tokens per clip (default 96)")
+    p.add_argument("--target-tokens", type=int, default=48, help="target tokens per clip (default 48)")
+    p.add_argument("--headroom", type=float, default=0.1, help="fraction kept free for CUDA context and fragmentation")
+
+
+def _run_plan(args) -> int:
+    from llast import memory
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    engines = memory.ENGINES if args.engine == "all" else (args.engine,)
+    p = memory.plan(cfg, engines, args.gpus, args.gpu_mem, args.batch, args.audio_seconds, args.text_tokens,
+                    args.target_tokens, args.headroom)
+    print(memory.format_plan(p, args.config))
+    return 0
+
+
 def _add_decode_options(p) -> None:
     p.add_argument("--num-beams", type=int, default=None, help="beam size (default: the checkpoint's, 5)")
     p.add_argument("--max-new-tokens", type=int, default=None)
@@ -206,6 +232,7 @@ _COMMANDS = {
     "data": (_add_data, _run_data),
     "train": (_add_train, _run_train),
     "params": (_add_params, _run_params),
+    "plan": (_add_plan, _run_plan),
     "translate": (_add_translate, _run_translate),
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),
