@@ -139,6 +139,26 @@ def _run_plan(args) -> int:
     return 0
 
 
+def _add_import(sub) -> None:
+    p = sub.add_parser("import", help="import a checkpoint of another code base")
+    isub = p.add_subparsers(dest="import_command", required=True)
+    x = isub.add_parser("xtuner", help="the released LLaST code's DeepSpeed mp_rank_00_model_states.pt")
+    x.add_argument("ckpt", help="mp_rank_00_model_states.pt")
+    x.add_argument("--config", required=True, help="YAML config of the same model (e.g. configs/llast-2b.yaml)")
+    x.add_argument("--out", required=True, help="checkpoint directory to write")
+    x.add_argument("overrides", nargs="*", help="dotted overrides for the config")
+
+
+def _run_import(args) -> int:
+    from llast import xtuner
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = xtuner.import_xtuner(args.ckpt, cfg, args.out)
+    print(f"wrote {out} (prompt preset 'released', encoder input 'pad30_full')")
+    return 0
+
+
 def _add_decode_options(p) -> None:
     p.add_argument("--num-beams", type=int, default=None, help="beam size (default: the checkpoint's, 5)")
     p.add_argument("--max-new-tokens", type=int, default=None)
@@ -233,6 +253,7 @@ _COMMANDS = {
     "train": (_add_train, _run_train),
     "params": (_add_params, _run_params),
     "plan": (_add_plan, _run_plan),
+    "import": (_add_import, _run_import),
     "translate": (_add_translate, _run_translate),
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),
