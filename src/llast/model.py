@@ -407,13 +407,18 @@ def random_modules(cfg: ModelConfig, dtype: torch.dtype, device=None) -> tuple[n
 
     enc_config = load_encoder_config(cfg.encoder.name, random_init=True)
     llm_config = AutoConfig.from_pretrained(kept_config_dir(cfg.llm.name))
-    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
-        torch.manual_seed(0)
-        if encoder_family(enc_config) == "whisper":
-            encoder = WhisperEncoder(enc_config)
-        else:
-            encoder = AutoModel.from_config(enc_config)
-        llm = AutoModelForCausalLM.from_config(llm_config)
+    default = torch.get_default_dtype()
+    try:  # drawn directly in `dtype`: no full-precision copy of a 13B model on the way
+        with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+            torch.manual_seed(0)
+            torch.set_default_dtype(dtype if dtype.is_floating_point else default)
+            if encoder_family(enc_config) == "whisper":
+                encoder = WhisperEncoder(enc_config)
+            else:
+                encoder = AutoModel.from_config(enc_config, dtype=dtype)
+            llm = AutoModelForCausalLM.from_config(llm_config, dtype=dtype)
+    finally:
+        torch.set_default_dtype(default)
     return encoder.to(dtype).eval(), llm.to(dtype).eval()
 
 
