@@ -324,3 +324,38 @@ def test_import_xtuner_is_strict(tmp_path, tiny_dirs, capsys):
     rc, printed = _run_cli(["import", "xtuner", str(ckpt), "--config", str(tmp_path / "r4.yaml"), "--out", str(tmp_path / "o")], capsys)
     assert rc == 1 and "refused" in printed.err and "system" in printed.err
     assert not evil.exists()  # the file's code never ran
+
+
+def test_frozen_wav2vec2_keeps_no_autograd_graph(tiny_dirs):
+    """LST's frozen encoder (no S-LoRA) must not keep activations for a backward pass it never needs."""
+    from llast.lora import apply_lora
+    from llast.model import build_model
+
+    cfg = tiny.tiny_config(tiny_dirs["wav2vec2"], tiny_dirs["llama"])
+    cfg.model.encoder.lora.enabled = False
+    model = apply_lora(build_model(cfg.model), cfg.model).train()
+    states, _ = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
+    assert not states.requires_grad
+
+
+def test_plan_cli_engines_and_largest_batch(tmp_path, tiny_dirs, capsys):
+    from llast import memory
+
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    cfg.model.encoder.input_length = "pad30_full"
+    p = memory.plan(cfg, gpus=4, gpu_mem_gb=1.0, batch=8, audio_seconds=10.0)
+    ddp, fsdp, zero2 = (p["engines"][e] for e in ("ddp", "fsdp", "zero2"))
+    sizes = p["sizes"]
+    assert ddp["static"]["weights"] == 4 * sizes["frozen"]  # tiny models are float32
+    assert ddp["static"]["optimizer"] == 8 * sizes["trainable"] == 4 * zero2["static"]["optimizer"]
+    assert p["encoder_frames"] == 1500 and p["llm_tokens"] == 1500 + 96
+    assert p["per_sample"]["all"] < p["per_sample"]["none"]
+    for e in (ddp, fsdp, zero2):  # the largest batch fits, one more does not
+        for k, b in e["fits"].items():
+            assert e["static_total"] + b * p["per_sample"][k] <= p["usable"] < e["static_total"] + (b + 1) * p["per_sample"][k]
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text(json.dumps({"model": {"encoder": {"name": str(tiny_dirs["whisper"])}, "llm": {"name": str(tiny_dirs["llama"])}}}))
+    rc, out = _run_cli(["plan", str(yaml_path), "--engine", "zero2", "--gpus", "8", "--gpu-mem", "80"], capsys)
+    assert rc == 0 and "zero2" in out.out and "largest batch" in out.out and "ddp" not in out.out
+    rc, out = _run_cli(["plan", str(yaml_path), "--audio-seconds", "45"], capsys)
+    assert rc == 1 and "--audio-seconds" in out.err

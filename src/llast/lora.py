@@ -50,6 +50,13 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
     """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`."""
+    from llast.model import _unwrap
+
+    encoder = _unwrap(model.encoder)
+    if hasattr(encoder, "freeze_feature_encoder"):
+        # wav2vec 2.0 / HuBERT otherwise mark their convolution output as requiring grad in training mode,
+        # and autograd then keeps the whole frozen encoder's activations (~1.8 GB per 30 s clip, large model)
+        encoder.freeze_feature_encoder()
     for name, p in model.named_parameters():
         if name.startswith("adaptor."):
             p.requires_grad_(True)

@@ -56,7 +56,7 @@ class ActivationProbe:
         total = self.saved
         recompute = False
         for part, saved, inputs in self.blocks:
-            if part_checkpointed.get(part):
+            if part_checkpointed.get(part) and saved > 0:  # a block with nothing saved is not recomputed
                 total += inputs - saved
                 recompute = True
         return int(total + biggest * (1.5 if recompute else 0.5))
