@@ -259,16 +259,18 @@ def format_plan(p: dict, config_name: str) -> str:
              f"parameters: {sz['frozen']:,} frozen, {sz['trainable']:,} trainable (LoRA + adaptor)",
              f"activations per sample: {gb(p['per_sample']['none'])} GB without gradient checkpointing, "
              f"{gb(p['per_sample']['all'])} GB with it (encoder and LLM), {gb(p['per_sample']['config'])} GB as configured",
-             "", f"{'GB per GPU':<34}" + "".join(f"{e:>10}" for e in p["engines"])]
+             "", f"{'GB per GPU':<38}" + "".join(f"{e:>10}" for e in p["engines"])]
     rows = [("weights (frozen)", "weights"), ("LoRA + adaptor parameters", "trainable"), ("gradients", "gradients"),
             ("optimizer states (AdamW)", "optimizer")]
     for label, key in rows:
-        lines.append(f"{label:<34}" + "".join(f"{gb(e['static'][key]):>10}" for e in p["engines"].values()))
-    lines.append(f"{'static total':<34}" + "".join(f"{gb(e['static_total']):>10}" for e in p["engines"].values()))
-    for label, key in (("no gradient checkpointing", "none"), ("checkpointing as configured", "config"),
-                       ("checkpointing encoder + LLM", "all")):
-        lines.append(f"{'+ activations, ' + label:<34}"[:34] + "".join(f"{gb(e['total'][key]):>10}" for e in p["engines"].values()))
-    lines.append(f"{'largest batch in ' + format(p['usable'] / 1e9, '.0f') + ' GB usable:':<34}")
-    for label, key in (("  no checkpointing", "none"), ("  as configured", "config"), ("  encoder + LLM", "all")):
-        lines.append(f"{label:<34}" + "".join(f"{e['fits'][key]:>10}" for e in p["engines"].values()))
+        lines.append(f"{label:<38}" + "".join(f"{gb(e['static'][key]):>10}" for e in p["engines"].values()))
+    lines.append(f"{'static total':<38}" + "".join(f"{gb(e['static_total']):>10}" for e in p["engines"].values()))
+    lines.append("total with the batch's activations:")
+    checkpointing = (("  no gradient checkpointing", "none"), ("  checkpointing as configured", "config"),
+                     ("  checkpointing encoder + LLM", "all"))
+    for label, key in checkpointing:
+        lines.append(f"{label:<38}" + "".join(f"{gb(e['total'][key]):>10}" for e in p["engines"].values()))
+    lines.append(f"largest batch per GPU in {p['usable'] / 1e9:.0f} GB usable:")
+    for label, key in checkpointing:
+        lines.append(f"{label:<38}" + "".join(f"{e['fits'][key]:>10}" for e in p["engines"].values()))
     return "\n".join(lines)
