@@ -292,7 +292,7 @@ def worker_train(spec: dict) -> dict:
     audio = sum(b["audio_s"] for b in timed)
     samples = sum(b["samples"] for b in timed)
     p = info["params"]
-    pad30 = cfg.model.encoder.input_length == "pad30"
+    pad30 = cfg.model.encoder.input_length in ("pad30", "pad30_full")
     enc_frames = [b["B"] * (1500 if pad30 else (b["feat_frames"] + 1) // 2) for b in timed]
     stack = cfg.model.adaptor.stack
     flops = sum(
@@ -367,21 +367,10 @@ def worker_infer(spec: dict) -> dict:
         from llast.lora import apply_lora
         from llast.model import AUDIO_TOKEN_ID, build_model
 
-        cfg = load_config(CONFIG, list(spec["overrides"]))
-        if spec.get("all_1500_frames"):
-            # Released-code emulation: this project's pad30 mode pads the ENCODER input to 30 s but hands
-            # the LLM only the clip's real frames; the released code hands it all 1500. Every clip is then
-            # "30 s long" for the prompt builder and the model (one function decides both).
-            import llast.model as M
-
-            real = M.encoder_output_length
-
-            def all_frames(num_samples, encoder_config):
-                n = real(num_samples, encoder_config)
-                full = encoder_config.max_source_positions
-                return torch.full_like(n, full) if torch.is_tensor(n) else full
-
-            M.encoder_output_length = all_frames
+        # Released-code emulation: pad30 pads the ENCODER input to 30 s but hands the LLM only the clip's
+        # real frames; the released code's models get all 1500 (input_length pad30_full).
+        full = ["model.encoder.input_length=pad30_full"] if spec.get("all_1500_frames") else []
+        cfg = load_config(CONFIG, list(spec["overrides"]) + full)
         model = build_model(cfg.model)
         apply_lora(model, cfg.model)
         if spec.get("merge_lora", True):
@@ -399,7 +388,7 @@ def worker_infer(spec: dict) -> dict:
             new_token_counts.append(int(ids.shape[1]))
             B, L = kw["input_ids"].shape
             beams = kw.get("num_beams", 1)
-            T = 1500 if cfg.model.encoder.input_length == "pad30" else (kw["input_features"].shape[-1] + 1) // 2
+            T = 1500 if cfg.model.encoder.input_length in ("pad30", "pad30_full") else (kw["input_features"].shape[-1] + 1) // 2
             # encoder + adaptor once per clip; LLM prefill on B*beams prompts, then k steps of B*beams tokens
             flops["n"] += 2 * (params["encoder"] * B * T + params["adaptor"] * B * T // cfg.model.adaptor.stack)
             # prefill: once per clip with the shared prefill, once per beam without; the LM head runs on

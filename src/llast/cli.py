@@ -106,9 +106,64 @@ def _run_params(args) -> int:
     from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    m = model.build_model(cfg.model)
-    lora.apply_lora(m, cfg.model)
+    # random_init: the meta device, so even 13B models are counted in no memory
+    import contextlib
+
+    import torch
+
+    meta = cfg.model.random_init
+    m = model.build_model(cfg.model, device="meta" if meta else None)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        lora.apply_lora(m, cfg.model)
     print(lora.format_param_counts(lora.param_counts(m)))
+    print()
+    print(lora.format_part_sizes(lora.part_sizes(m)))
+    return 0
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="per-GPU memory of a training step under DDP, FSDP and ZeRO-2 (no weights needed)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--engine", choices=["ddp", "fsdp", "zero2", "all"], default="all")
+    p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--gpu-mem", type=float, default=80.0, help="GB per GPU (default 80)")
+    p.add_argument("--batch", type=int, default=None, help="clips per GPU per micro-batch (default: data.batch_size)")
+    p.add_argument("--audio-seconds", type=float, default=30.0, help="clip length planned for (default 30: the worst case)")
+    p.add_argument("--text-tokens", type=int, default=96, help="prompt + target tokens per clip (default 96)")
+    p.add_argument("--target-tokens", type=int, default=48, help="target tokens per clip (default 48)")
+    p.add_argument("--headroom", type=float, default=0.1, help="fraction kept free for CUDA context and fragmentation")
+
+
+def _run_plan(args) -> int:
+    from llast import memory
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    engines = memory.ENGINES if args.engine == "all" else (args.engine,)
+    p = memory.plan(cfg, engines, args.gpus, args.gpu_mem, args.batch, args.audio_seconds, args.text_tokens,
+                    args.target_tokens, args.headroom)
+    print(memory.format_plan(p, args.config))
+    return 0
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser("import", help="import a checkpoint of another code base")
+    isub = p.add_subparsers(dest="import_command", required=True)
+    x = isub.add_parser("xtuner", help="the released LLaST code's DeepSpeed mp_rank_00_model_states.pt")
+    x.add_argument("ckpt", help="mp_rank_00_model_states.pt")
+    x.add_argument("--config", required=True, help="YAML config of the same model (e.g. configs/llast-2b.yaml)")
+    x.add_argument("--out", required=True, help="checkpoint directory to write")
+    x.add_argument("overrides", nargs="*", help="dotted overrides for the config")
+
+
+def _run_import(args) -> int:
+    from llast import xtuner
+    from llast.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = xtuner.import_xtuner(args.ckpt, cfg, args.out)
+    print(f"wrote {out} (prompt preset 'released', encoder input 'pad30_full')")
     return 0
 
 
@@ -218,6 +273,8 @@ _COMMANDS = {
     "data": (_add_data, _run_data),
     "train": (_add_train, _run_train),
     "params": (_add_params, _run_params),
+    "plan": (_add_plan, _run_plan),
+    "import": (_add_import, _run_import),
     "translate": (_add_translate, _run_translate),
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),

@@ -38,6 +38,8 @@ class EncoderConfig:
     # Whisper, wav2vec 2.0 and HuBERT checkpoints are recognised from their config's model_type.
     name: str = "whisper-base"
     # "pad30": pad every clip to 30 s (3000 mel frames -> 1500 encoder frames), as LLaST's code does.
+    # "pad30_full": pad to 30 s and hand the LLM all 1500 encoder frames of the pad, whatever the clip's
+    #   length (what models trained with the released code's 30 s pad expect; see `llast import xtuner`).
     # "variable": encode only the real audio (batch padded to its longest clip, padding masked).
     input_length: str = "variable"
     max_seconds: float = 30.0  # longer clips are an error at load time (use `translate --chunk` for long audio)
@@ -69,6 +71,9 @@ class LLMConfig:
         default_factory=lambda: LoraConfig(enabled=True, r=512, alpha=256, dropout=0.05, target_modules="all-linear")
     )
     gradient_checkpointing: bool = False
+    # Tokenizer name or directory; None: the LLM's own (`name`). For random_init builds of LLMs whose
+    # tokenizer is not kept offline; its vocabulary must fit in the LLM's vocab_size.
+    tokenizer: str | None = None
 
 
 @dataclass
@@ -80,6 +85,10 @@ class PromptConfig:
     # System message for the chat template. None: whatever the template does without one (SmolLM2's and
     # Qwen2's insert their own default, ~17-20 tokens per clip); "": an explicit empty system message.
     system: str | None = None
+    # "default": the settings above. "released": the released LLaST code's prompt, which overrides them
+    # (TinyLlama: "<s><|user|>\n<audio>\nPlease translate the {src} sentence into {tgt}.</s>\n<|assistant|></s>\n",
+    # Llama-2: "<s>[INST] <audio>\nPlease translate ... [/INST]"); for checkpoints from `llast import xtuner`.
+    preset: str = "default"
 
 
 @dataclass
@@ -91,6 +100,10 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16: dtype of the frozen base weights
     # Train the adaptor only until this step, then adaptor + LoRA (LST's two stages in one run; 0 = off).
     adaptor_only_steps: int = 0
+    # Build the encoder and LLM with random weights from their config.json alone (no weights read, no
+    # download); hub ids map to the configs kept in configs/hf/<repo name>/. For parameter counts, memory
+    # plans and shape-true runs. Seeded (0), so a checkpoint of a random_init model reloads the same base.
+    random_init: bool = False
 
 
 # ----------------------------------------------------------------------------- data
@@ -185,7 +198,8 @@ class Config:
 # ----------------------------------------------------------------------------- (de)serialisation
 
 _CHOICES = {
-    "model.encoder.input_length": ("pad30", "variable"),
+    "model.encoder.input_length": ("pad30", "pad30_full", "variable"),
+    "model.prompt.preset": ("default", "released"),
     "model.adaptor.type": ("mlp", "lst"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.batching": ("duration", "count"),

@@ -50,6 +50,13 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
     """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`."""
+    from llast.model import _unwrap
+
+    encoder = _unwrap(model.encoder)
+    if hasattr(encoder, "freeze_feature_encoder"):
+        # wav2vec 2.0 / HuBERT otherwise mark their convolution output as requiring grad in training mode,
+        # and autograd then keeps the whole frozen encoder's activations (~1.8 GB per 30 s clip, large model)
+        encoder.freeze_feature_encoder()
     for name, p in model.named_parameters():
         if name.startswith("adaptor."):
             p.requires_grad_(True)
@@ -84,3 +91,26 @@ def format_param_counts(counts: dict[str, dict[str, int]]) -> str:
         trainable += c["trainable"]
     lines.append(f"{'all':<10}{trainable:>16,}{total:>16,}  ({100 * trainable / max(total, 1):.2f}% trainable)")
     return "\n".join(lines)
+
+
+def part_sizes(model: nn.Module) -> dict[str, int]:
+    """Exact parameter counts of the paper's parts: encoder, adaptor, LLM (base weights only), S-LoRA,
+    L-LoRA, and their total (tied weights counted once). Works on meta-device models."""
+    sizes = {"encoder": 0, "adaptor": 0, "llm": 0, "s_lora": 0, "l_lora": 0}
+    seen = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = name.split(".", 1)[0]
+        if "lora_" in name:
+            part = "s_lora" if part == "encoder" else "l_lora"
+        sizes[part] += p.numel()
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def format_part_sizes(sizes: dict[str, int]) -> str:
+    labels = {"encoder": "encoder (frozen)", "adaptor": "adaptor", "llm": "LLM (frozen)", "s_lora": "S-LoRA",
+              "l_lora": "L-LoRA", "total": "total"}
+    return "\n".join(f"{labels[k]:<18}{v:>16,}  ({v / 1e9:.3f} B)" for k, v in sizes.items())

@@ -63,12 +63,22 @@ def adaptor_output_length(frames, adaptor: AdaptorConfig):
     return frames
 
 
+def encoder_frames(num_samples, encoder_config, cfg: ModelConfig):
+    """Encoder frames handed on to the adaptor: the clip's own (`encoder_output_length`), or with
+    input_length "pad30_full" every frame of the 30 s pad (1500 for Whisper), as the released code's
+    models were trained to see."""
+    if cfg.encoder.input_length == "pad30_full":
+        full = encoder_output_length(N_SAMPLES_30S, encoder_config)
+        return torch.full_like(num_samples, full) if torch.is_tensor(num_samples) else full
+    return encoder_output_length(num_samples, encoder_config)
+
+
 def audio_embed_length(num_samples, encoder_config, cfg: ModelConfig):
     """THE number of audio embeddings (prompt slots) a clip of `num_samples` samples yields.
 
     Prompt building, the model and the tests all call this one function.
     """
-    return adaptor_output_length(encoder_output_length(num_samples, encoder_config), cfg.adaptor)
+    return adaptor_output_length(encoder_frames(num_samples, encoder_config, cfg), cfg.adaptor)
 
 
 # ----------------------------------------------------------------------------- adaptors
@@ -162,9 +172,9 @@ class LLaST(nn.Module):
         enc = _unwrap(self.encoder)
         dtype = next(enc.parameters()).dtype
         x = input_features.to(dtype)
-        n_frames = encoder_output_length(audio_lengths, self.encoder_config)  # (B,)
+        n_frames = encoder_frames(audio_lengths, self.encoder_config, self.cfg)  # (B,)
         if self.family == "whisper":
-            if self.cfg.encoder.input_length == "pad30":
+            if self.cfg.encoder.input_length in ("pad30", "pad30_full"):
                 states = self.encoder(x).last_hidden_state  # (B, 1500, D), exactly as Whisper was trained
             else:
                 states = _whisper_encode_variable(enc, x, audio_lengths // HOP_LENGTH)
@@ -413,10 +423,56 @@ def resolve_name(name: str) -> str:
     return assets.resolve(name)
 
 
-def load_encoder_config(name: str):
+# The HF config.json files kept in the repository, one folder per hub repository name.
+HF_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "hf"
+
+
+def kept_config_dir(name: str) -> str:
+    """Where `random_init` reads `name`'s config.json: a local folder or a prepared bundled model as
+    given, else the kept copy configs/hf/<repo name>/ (hub id "openai/whisper-large-v2" ->
+    configs/hf/whisper-large-v2). Never downloads."""
+    from llast import assets
+
+    if Path(name).expanduser().is_dir() or name in assets.ASSETS:
+        return resolve_name(name)
+    kept = HF_CONFIGS / name.rstrip("/").split("/")[-1]
+    if not (kept / "config.json").is_file():
+        known = sorted(p.name for p in HF_CONFIGS.glob("*") if (p / "config.json").is_file())
+        raise ConfigError(f"{name}: model.random_init needs its config.json, not kept in {HF_CONFIGS} "
+                          f"(kept: {', '.join(known) or 'none'}); pass a local folder with a config.json")
+    return str(kept)
+
+
+def load_encoder_config(name: str, random_init: bool = False):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(resolve_name(name))
+    return AutoConfig.from_pretrained(kept_config_dir(name) if random_init else resolve_name(name))
+
+
+def random_modules(cfg: ModelConfig, dtype: torch.dtype, device=None) -> tuple[nn.Module, nn.Module]:
+    """(encoder, LLM) with random weights from their config.json alone (see `kept_config_dir`).
+
+    device "meta": no storage at all (parameter counts and memory plans of 13B models in no RAM).
+    Otherwise the weights are drawn under a fixed seed, so the same config always gives the same model.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    enc_config = load_encoder_config(cfg.encoder.name, random_init=True)
+    llm_config = AutoConfig.from_pretrained(kept_config_dir(cfg.llm.name))
+    default = torch.get_default_dtype()
+    try:  # drawn directly in `dtype`: no full-precision copy of a 13B model on the way
+        with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+            torch.manual_seed(0)
+            torch.set_default_dtype(dtype if dtype.is_floating_point else default)
+            if encoder_family(enc_config) == "whisper":
+                encoder = WhisperEncoder(enc_config)
+            else:
+                encoder = AutoModel.from_config(enc_config, dtype=dtype)
+            llm = AutoModelForCausalLM.from_config(llm_config, dtype=dtype)
+    finally:
+        torch.set_default_dtype(default)
+    return encoder.to(dtype).eval(), llm.to(dtype).eval()
 
 
 def _weight_files(path: str) -> list[Path]:
@@ -500,15 +556,23 @@ def load_llm(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(resolve_name(name), dtype=dtype).eval()
 
 
-def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Module | None = None) -> LLaST:
+def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Module | None = None,
+                device=None) -> LLaST:
     """LLaST with pretrained encoder and LLM loaded by name (bundled name, hub id or path) and a
-    freshly initialised adaptor. Pass `encoder`/`llm` to use modules already in memory."""
+    freshly initialised adaptor. Pass `encoder`/`llm` to use modules already in memory.
+    With cfg.random_init, encoder and LLM get random weights from their config.json (`random_modules`);
+    `device="meta"` then builds the whole model without storage."""
     dtype = _DTYPES[cfg.dtype]
+    if cfg.random_init and (encoder is None or llm is None):
+        rand_encoder, rand_llm = random_modules(cfg, dtype, device)
+        encoder = encoder if encoder is not None else rand_encoder
+        llm = llm if llm is not None else rand_llm
     encoder = encoder if encoder is not None else load_encoder(cfg.encoder.name, dtype)
     llm = llm if llm is not None else load_llm(cfg.llm.name, dtype)
     enc_config = _unwrap(encoder).config
     in_dim = enc_config.d_model if encoder_family(enc_config) == "whisper" else enc_config.hidden_size
-    adaptor = build_adaptor(cfg.adaptor, in_dim, llm.config.get_text_config().hidden_size)
+    with torch.device(device or "cpu"):
+        adaptor = build_adaptor(cfg.adaptor, in_dim, llm.config.get_text_config().hidden_size)
     model = LLaST(encoder, adaptor, llm, cfg)
     if cfg.encoder.gradient_checkpointing:
         _unwrap(encoder).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -44,8 +44,20 @@ def language_name(code: str) -> str:
         raise ConfigError(f"unknown language code {code!r}; known: {', '.join(sorted(LANGUAGES))}") from None
 
 
+# The released LLaST code's instructions and the XTuner templates it wraps them in ({input} = "<audio>\n" +
+# instruction). Its TinyLlama template ends with a literal "</s>" after <|assistant|>: kept, because
+# checkpoints trained with it expect it.
+RELEASED_INSTRUCTIONS = {"translate": "Please translate the {src} sentence into {tgt}.",
+                         "transcribe": "Please transcribe the {src} sentence into {src}."}
+RELEASED_TEMPLATES = {"tinyllama": "<|user|>\n{input}</s>\n<|assistant|></s>\n", "llama2": "[INST] {input} [/INST]"}
+
+
 def instruction(prompt: PromptConfig, src: str, tgt: str, task: str) -> str:
     """The paper's instruction, e.g. 'Translate the French sentence into English.'"""
+    if task not in ("translate", "transcribe"):
+        raise ConfigError(f"unknown task {task!r} (translate or transcribe)")
+    if prompt.preset == "released":
+        return RELEASED_INSTRUCTIONS[task].format(src=language_name(src), tgt=language_name(tgt))
     if task == "translate":
         return prompt.translate.format(src=language_name(src), tgt=language_name(tgt))
     if task == "transcribe":
@@ -104,7 +116,10 @@ class Processor:
         key = (src, tgt, task)
         if key not in self._prefix_cache:
             text = instruction(self.cfg.prompt, src, tgt, task)
-            if self.use_template:
+            if self.cfg.prompt.preset == "released":
+                template = RELEASED_TEMPLATES[released_family(self.tokenizer, self.cfg.llm.name)]
+                rendered = (self.tokenizer.bos_token or "") + template.format(input=f"{_SLOT}\n{text}")
+            elif self.use_template:
                 messages = [{"role": "user", "content": f"{_SLOT}\n{text}"}]
                 if self.cfg.prompt.system is not None:
                     messages.insert(0, {"role": "system", "content": self.cfg.prompt.system})
@@ -127,7 +142,7 @@ class Processor:
     def features(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """input_features and audio_lengths for a list of (S_i,) waveforms."""
         lengths = torch.tensor([len(a) for a in audios], dtype=torch.long)
-        pad30 = self.cfg.encoder.input_length == "pad30"
+        pad30 = self.cfg.encoder.input_length in ("pad30", "pad30_full")
         if self.family == "whisper":
             if pad30:
                 mels = [whisper_log_mel(_pad_to(torch.from_numpy(a), N_SAMPLES_30S), self.mel_filters) for a in audios]
@@ -189,18 +204,53 @@ class Processor:
         return batch
 
 
+def released_family(tokenizer, llm_name: str) -> str:
+    """Which released template fits this LLM: 'tinyllama' (Zephyr-style <|user|>/<|assistant|>) or 'llama2'
+    ([INST] ... [/INST]), from the tokenizer's chat template, else from the model name."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    name = llm_name.lower()
+    if "<|assistant|>" in template or "tinyllama" in name:
+        return "tinyllama"
+    if "[INST]" in template or "llama-2" in name or "llama2" in name:
+        return "llama2"
+    raise ConfigError(f"model.prompt.preset: 'released' has templates for TinyLlama and Llama-2 only; "
+                      f"{llm_name!r} is neither (by its tokenizer's chat template or its name)")
+
+
 def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, n - x.shape[-1])) if x.shape[-1] < n else x[..., :n]
 
 
 def build_processor(cfg: ModelConfig, encoder_config=None, tokenizer=None) -> Processor:
     """Processor for `cfg`, loading the LLM tokenizer and encoder config by name when not given."""
-    from llast.model import load_encoder_config, resolve_name
+    from llast.model import load_encoder_config
 
     if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_name(cfg.llm.name))
+        tokenizer = load_tokenizer(cfg)
     if encoder_config is None:
-        encoder_config = load_encoder_config(cfg.encoder.name)
+        encoder_config = load_encoder_config(cfg.encoder.name, random_init=cfg.random_init)
     return Processor(tokenizer, encoder_config, cfg)
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """The LLM's tokenizer: model.llm.tokenizer if set, else the LLM's own. With random_init, one whose
+    vocabulary does not fit the LLM's vocab_size is an error (its ids would index past the embeddings)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from llast.model import kept_config_dir, resolve_name
+
+    name = cfg.llm.tokenizer or cfg.llm.name
+    source = kept_config_dir(name) if cfg.random_init and not cfg.llm.tokenizer else resolve_name(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as e:
+        if cfg.random_init and not cfg.llm.tokenizer:
+            raise ConfigError(f"{source}: no tokenizer kept for {cfg.llm.name} (only its config.json); set "
+                              "model.llm.tokenizer=NAME_OR_DIR to a tokenizer whose vocabulary fits") from None
+        raise ConfigError(f"{name}: cannot load its tokenizer: {e}") from None
+    if cfg.random_init:
+        vocab = AutoConfig.from_pretrained(kept_config_dir(cfg.llm.name)).get_text_config().vocab_size
+        if len(tokenizer) > vocab:
+            raise ConfigError(f"model.llm.tokenizer: {name} has {len(tokenizer)} tokens, more than the LLM's "
+                              f"vocab_size {vocab}")
+    return tokenizer
