@@ -79,10 +79,11 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from llast import train
     from llast.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # before importing torch: a bad option fails at once
+    from llast import train
+
     train.train(cfg, resume=args.resume)
     return 0
 
@@ -114,11 +115,16 @@ def _add_decode_options(p) -> None:
 
 
 def _decode_overrides(args) -> dict:
+    """The decoding options given on the command line, checked at once (before a model is loaded)
+    by the rules the Python API and the server use (llast.config.check_decode)."""
+    from llast.config import check_decode
+
     out = {}
     for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty"):
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
+    check_decode(out, options=True)
     return out
 
 
@@ -135,9 +141,13 @@ def _add_translate(sub) -> None:
 
 
 def _run_translate(args) -> int:
+    from llast.config import check_chunk_seconds
+
+    overrides = _decode_overrides(args)
+    check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")  # the model's limit: once loaded
     from llast import decode
 
-    return decode.translate_cli(args, _decode_overrides(args))
+    return decode.translate_cli(args, overrides)
 
 
 def _add_evaluate(sub) -> None:
@@ -157,9 +167,10 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    overrides = _decode_overrides(args)
     from llast import evaluate
 
-    return evaluate.evaluate_cli(args, _decode_overrides(args))
+    return evaluate.evaluate_cli(args, overrides)
 
 
 def _add_export(sub) -> None:
@@ -212,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from llast.errors import LlastError
@@ -219,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command][1](args) or 0
     except LlastError as e:
-        print(f"llast {args.command}: error: {e}", file=sys.stderr)
+        print(f"llast {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system said no (a file where a folder should be, permissions, disk full)
+        print(f"llast {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"llast {args.command}: interrupted", file=sys.stderr)

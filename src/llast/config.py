@@ -258,10 +258,6 @@ LANG_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")  # fr, zh-CN, sv-
 _TEMPLATE_FIELDS = {"model.prompt.translate": ("src", "tgt"), "model.prompt.transcribe": ("src",)}
 
 
-def _finite(v) -> bool:
-    return v is None or math.isfinite(v)
-
-
 # dotted key -> (test, what the value must be). None passes where the schema allows None.
 _RULES: dict[str, tuple[Any, str]] = {
     "model.encoder.max_seconds": (lambda v: 0 < v <= 3600, "a number of seconds in (0, 3600]"),
@@ -307,11 +303,12 @@ _LORA_RULES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _apply_rules(obj: Any, rules: dict[str, tuple[Any, str]], prefix: str) -> None:
+def _apply_rules(obj: Any, rules: dict[str, tuple[Any, str]], prefix: str, names=None) -> None:
     for key, (ok, what) in rules.items():
         value = get_dotted(obj, key)
         if not ok(value):
-            raise ConfigError(f"{prefix}{key}: {value!r} is not allowed; expected {what}")
+            name = names(key) if names else f"{prefix}{key}"
+            raise ConfigError(f"{name}: {value!r} is not allowed; expected {what}")
 
 
 def _check_finite(obj: Any, where: str) -> None:
@@ -353,17 +350,18 @@ def check_language(code: Any, where: str) -> str:
     return code
 
 
-def check_decode(decode: Any, where: str = "decode") -> DecodeConfig:
+def check_decode(decode: Any, where: str = "decode", options: bool = False) -> DecodeConfig:
     """Validate decoding options (a DecodeConfig, or a dict of some of its fields over the defaults):
-    types and bounds. THE check for the CLI, the Python API and the server; ConfigError names the field."""
+    types and bounds. THE check for the CLI, the Python API and the server; ConfigError names the field
+    (as `where.num_beams`, or as the command-line option `--num-beams` with `options`)."""
     if isinstance(decode, dict):
         decode = _build(DecodeConfig, decode, where)
     elif not isinstance(decode, DecodeConfig):
         raise ConfigError(f"{where}: expected decoding options, got {type(decode).__name__}")
     else:
         decode = _build(DecodeConfig, dataclasses.asdict(decode), where)  # re-checks every field's type
-    _check_finite(decode, where)
-    _apply_rules(decode, _DECODE_RULES, f"{where}.")
+    # Every float rule is a bounded range, so nan and inf fail it too.
+    _apply_rules(decode, _DECODE_RULES, f"{where}.", (lambda k: "--" + k.replace("_", "-")) if options else None)
     return decode
 
 
@@ -374,10 +372,9 @@ def check_chunk_seconds(chunk_seconds: Any, max_seconds: float, where: str = "ch
     if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float)) or not math.isfinite(chunk_seconds):
         raise ConfigError(f"{where}: expected a number of seconds, got {chunk_seconds!r}")
     if not MIN_CHUNK_SECONDS <= chunk_seconds <= max_seconds:
-        raise ConfigError(
-            f"{where}: {chunk_seconds:g} s is not allowed; expected seconds in [{MIN_CHUNK_SECONDS:g}, {max_seconds:g}] "
-            "(the model's model.encoder.max_seconds)"
-        )
+        bound = (f"at least {MIN_CHUNK_SECONDS:g} s" if math.isinf(max_seconds) else
+                 f"{MIN_CHUNK_SECONDS:g} to {max_seconds:g} s (the model's model.encoder.max_seconds)")
+        raise ConfigError(f"{where}: {chunk_seconds:g} s is not allowed; expected {bound}")
     return float(chunk_seconds)
 
 
