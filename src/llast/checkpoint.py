@@ -154,23 +154,37 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: cannot read the tensors (truncated or corrupt?): {' '.join(str(e).split())}") from None
 
 
+def build_named_model(cfg_model):
+    """llast.model.build_model (no LoRA yet), with a model name that cannot be loaded (a bundled model
+    not prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming
+    its key (model.encoder.name / model.llm.name)."""
+    from llast.errors import ConfigError, LlastError
+    from llast.model import build_model, load_encoder, load_llm
+
+    dtype = getattr(torch, cfg_model.dtype)
+    loaded = {}
+    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
+        name = getattr(cfg_model, key).name
+        try:
+            loaded[key] = loader(name, dtype)
+        except (OSError, ValueError, KeyError, LlastError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
+    return build_model(cfg_model, encoder=loaded["encoder"], llm=loaded["llm"])
+
+
 def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = None):
     """LLaST (LoRA applied, untrained adaptor) as `config_file` describes it; a model it names that
-    cannot be loaded (not prepared, not on disk, not reachable offline) is a CheckpointError naming it."""
-    from llast.errors import LlastError
+    cannot be loaded is a CheckpointError naming the file and the key."""
+    from llast.errors import ConfigError
     from llast.lora import apply_lora
-    from llast.model import build_model
 
     if dtype is not None:
         cfg.model.dtype = dtype
     try:
-        model = build_model(cfg.model)
-    except (OSError, ValueError, KeyError, LlastError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{config_file}: cannot load the models it names (model.encoder.name={cfg.model.encoder.name!r}, "
-            f"model.llm.name={cfg.model.llm.name!r}): {first}"
-        ) from None
+        model = build_named_model(cfg.model)
+    except ConfigError as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
     apply_lora(model, cfg.model)
     return model
 

@@ -95,11 +95,13 @@ def _add_params(sub) -> None:
 
 
 def _run_params(args) -> int:
-    from llast import lora, model
     from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    m = model.build_model(cfg.model)
+    from llast import lora
+    from llast.checkpoint import build_named_model
+
+    m = build_named_model(cfg.model)
     lora.apply_lora(m, cfg.model)
     print(lora.format_param_counts(lora.param_counts(m)))
     return 0

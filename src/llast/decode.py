@@ -170,7 +170,10 @@ def translate_cli(args, overrides: dict) -> int:
     from llast.audio import audio_duration
     from llast.checkpoint import load_model
 
-    for path in args.files:  # a missing or unreadable file fails before the model is loaded
+    from llast.processor import language_name
+
+    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
+    for path in args.files:  # errors before the model is loaded
         audio_duration(path)
     translator = load_model(args.model, dtype=args.dtype)
     tgt = args.src if args.task == "transcribe" else args.tgt

@@ -258,12 +258,12 @@ def _load_translator(spec: str, dtype: str = "auto"):
 
         from llast.config import load_config
         from llast.decode import Translator
+        from llast.checkpoint import build_named_model
         from llast.lora import apply_lora
-        from llast.model import build_model
 
         cfg = load_config(spec)
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
-        model = build_model(cfg.model)
+        model = build_named_model(cfg.model)
         apply_lora(model, cfg.model)
         return Translator(model, cfg, dtype=dtype)
     return load_model(spec, dtype=dtype)
