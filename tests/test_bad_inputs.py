@@ -485,3 +485,17 @@ def test_python_api_tiny_arrays_and_bad_dtype(w, translator):
         translator.translate([object()], src="de")
     with pytest.raises(ConfigError, match="int8"):
         load_model(w.ckpt, dtype="int8")
+
+
+def test_server_limits_live_with_the_other_rules():
+    """What `llast serve` checks per request: the same check_decode, and the upload size."""
+    from llast.config import MAX_UPLOAD_BYTES, check_decode, check_upload_size
+    from llast.errors import ConfigError
+
+    assert check_decode({"num_beams": 3}).num_beams == 3
+    with pytest.raises(ConfigError, match="decode.num_beams: 0"):
+        check_decode({"num_beams": 0})
+    assert check_upload_size("1024") == 1024
+    for bad in (0, -1, MAX_UPLOAD_BYTES + 1, "12x", None):
+        with pytest.raises(ConfigError, match="request body"):
+            check_upload_size(bad)

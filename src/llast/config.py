@@ -254,6 +254,7 @@ MAX_NUM_BEAMS = 32  # --num-beams 1000 on a 3.5 s clip grew to 5.5 GB
 MAX_NEW_TOKENS = 4096
 MAX_DECODE_BATCH = 1024
 MIN_CHUNK_SECONDS = 1.0  # shortest chunk `translate --chunk-seconds` may cut long audio into
+MAX_UPLOAD_BYTES = 100 * 2**20  # largest audio file one server request may send (100 MiB)
 LANG_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")  # fr, zh-CN, sv-SE: safe in file names
 _TEMPLATE_FIELDS = {"model.prompt.translate": ("src", "tgt"), "model.prompt.transcribe": ("src",)}
 
@@ -363,6 +364,17 @@ def check_decode(decode: Any, where: str = "decode", options: bool = False) -> D
     # Every float rule is a bounded range, so nan and inf fail it too.
     _apply_rules(decode, _DECODE_RULES, f"{where}.", (lambda k: "--" + k.replace("_", "-")) if options else None)
     return decode
+
+
+def check_upload_size(n_bytes: Any, where: str = "request body") -> int:
+    """A request body's declared size (Content-Length): a whole number of bytes in [1, MAX_UPLOAD_BYTES]."""
+    if isinstance(n_bytes, str) and n_bytes.strip().isdigit():
+        n_bytes = int(n_bytes)
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int):
+        raise ConfigError(f"{where}: size {n_bytes!r} is not a number of bytes")
+    if not 1 <= n_bytes <= MAX_UPLOAD_BYTES:
+        raise ConfigError(f"{where}: {n_bytes} bytes is not allowed; expected 1 to {MAX_UPLOAD_BYTES} bytes (100 MiB)")
+    return n_bytes
 
 
 def check_chunk_seconds(chunk_seconds: Any, max_seconds: float, where: str = "chunk_seconds") -> float | None:
