@@ -285,7 +285,6 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
     "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.save_every": (lambda v: v >= 1, "an integer >= 1"),
-    "train.keep_last": (lambda v: v >= 0, "an integer >= 0 (0 = keep every checkpoint)"),
     "train.eval_every": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "train.eval_max_samples": (lambda v: v >= 1, "an integer >= 1"),
 }

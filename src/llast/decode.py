@@ -56,7 +56,9 @@ def split_long(audio: np.ndarray, max_seconds: float, sample_rate: int = 16000) 
         chunks.append(audio[start:cut])
         start = cut
     chunks.append(audio[start:])
-    return [c for c in chunks if len(c) > frame]
+    from llast.audio import MIN_SAMPLES
+
+    return [c for c in chunks if len(c) >= MIN_SAMPLES]  # a tail under 0.1 s is too short for the encoders
 
 
 def _check_array(audio, index: int) -> np.ndarray:
