@@ -162,6 +162,9 @@ OPTION_CASES = {
     "evaluate_num_beams_0": (
         lambda w: ["evaluate", "--model", w.ckpt, "--data", w.corpus / "covost_v2.de_en.dev.tsv", "--out",
                    w.root / "ev", "--num-beams", "0"], ["--num-beams"]),
+    "evaluate_limit_0": (
+        lambda w: ["evaluate", "--model", w.ckpt, "--data", w.corpus / "covost_v2.de_en.dev.tsv", "--out",
+                   w.root / "ev", "--limit", "0"], ["--limit", "0"]),
     # issue #14: training options after overrides
     "save_every_0": (lambda w: _train(w, "train.save_every=0"), ["train.save_every", "0"]),
     "log_every_0": (lambda w: _train(w, "train.log_every=0"), ["train.log_every", "0"]),

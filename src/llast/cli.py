@@ -170,6 +170,10 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> int:
     overrides = _decode_overrides(args)
+    if args.limit is not None and args.limit < 1:
+        from llast.errors import ConfigError
+
+        raise ConfigError(f"--limit: {args.limit} is not allowed; expected at least 1 sample per data set")
     from llast import evaluate
 
     return evaluate.evaluate_cli(args, overrides)
