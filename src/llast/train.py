@@ -174,7 +174,7 @@ def load_resume_point(model, out_dir: Path, resume: str, say) -> tuple[Path | No
     if errors:
         raise CheckpointError(
             f"{out_dir}: none of its {len(errors)} checkpoints reads back (newest: {errors[0]}); "
-            "pass --resume no to start again (it overwrites them)"
+            "move them away to start again, or resume from one with --resume PATH"
         )
     return None, None
 
