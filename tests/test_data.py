@@ -369,3 +369,64 @@ def test_prepare_covost_audio(tmp_path):
     tsv.write_text(HEADER + "c1.mp3\tx\ty\tz\n")
     (s,) = read_covost(tsv)
     assert s.audio.endswith("fr/clips_16k/c1.wav")
+
+
+# ----------------------------------------------------------------------------- untrusted fields
+
+
+def test_corpus_paths_stay_inside_their_folder(tmp_path):
+    write_tone(tmp_path / "secret.wav")
+    write_tone(tmp_path / "fr" / "clips_16k" / "ok.wav")
+    tsv = tmp_path / "covost_v2.fr_en.test.tsv"
+    rows = ["ok.wav", "../../secret.wav", str(tmp_path / "secret.wav"), "sub/../../secret.wav"]
+    tsv.write_text(HEADER + "".join(f"{r}\tx\ty\tz\n" for r in rows))
+    with pytest.raises(DataError, match=r"covost_v2.fr_en.test.tsv:3: '../../secret.wav' points outside"):
+        read_covost(tsv)
+    skipped = []
+    assert [s.id for s in read_covost(tsv, skipped=skipped)] == ["ok"]
+    assert len(skipped) == 3 and all("points outside" in x for x in skipped)
+    d = make_mustc(tmp_path / "m")
+    (d / "txt" / "dev.yaml").write_text("- {duration: 1.0, offset: 0.0, wav: ../../../../secret.wav}\n- {duration: 1.0, offset: 0.0, wav: ted_1.wav}\n")
+    with pytest.raises(DataError, match="segment 1: .*points outside"):
+        read_mustc(d, tgt="de")
+
+
+def test_manifest_fields_are_checked_before_use(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    base = {"audio": str(tmp_path / "a.wav"), "src_lang": "fr", "tgt_lang": "en", "target_text": "x"}
+    for change, msg in [({"src_lang": "../../etc"}, "src_lang: unknown language code '../../etc'"),
+                        ({"tgt_lang": 3}, "tgt_lang: unknown language code 3"),
+                        ({"offset": "abc"}, "offset: expected a number of seconds, got 'abc'"),
+                        ({"duration": -1}, "duration: -1 s is negative"), ({"duration": 0}, "duration 0 s is not positive"),
+                        ({"duration": True}, "duration: expected a number"), ({"target_text": ["x"]}, "target_text")]:
+        m = tmp_path / "m.jsonl"
+        m.write_text(json.dumps({**base, **change}) + "\n")
+        with pytest.raises(DataError, match=rf"m.jsonl:1: {msg}"):
+            read_manifest(m)
+
+
+def test_empty_targets_are_left_out_with_a_counted_warning(tmp_path, caplog):
+    tsv = make_covost(tmp_path, "fr", "en", "train", [("a", "Un.", "One.", 1.0), ("b", "Deux.", "", 1.0), ("c", "", "Three.", 1.0)])
+    with caplog.at_level("WARNING"):
+        samples = build_samples([DataSource(path=str(tsv))], asr_augment=True)
+    # b: no translation; c: no transcription (its source text is empty).
+    assert sorted((s.id, s.task) for s in samples) == [("a", "translate"), ("a-asr", "transcribe"), ("b-asr", "transcribe"), ("c", "translate")]
+    assert "left out 2 sample(s) with an empty" in caplog.text and "covost_v2.fr_en.train.tsv" in caplog.text
+
+
+def test_prepare_keeps_relative_folders_and_refuses_collisions(tmp_path):
+    clips = tmp_path / "clips"
+    for rel in ("a/same.mp3", "b/same.mp3", "same.flac", "same.mp3"):
+        write_tone(clips / rel, 0.5, sr=48000, fmt="MP3" if rel.endswith("mp3") else "FLAC")
+    tsv = tmp_path / "covost_v2.fr_en.train.tsv"
+    tsv.write_text(HEADER + "".join(f"{n}\tx\ty\tz\n" for n in ("a/same.mp3", "b/same.mp3", "same.flac", "../x.mp3")))
+    report = prepare_covost_audio([tsv], clips, tmp_path / "out", workers=1)
+    assert report.converted == 3 and len(report.failed) == 1 and "points outside" in report.failed[0][1]
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.wav")) == ["a/same.wav", "b/same.wav", "same.wav"]
+    tsv.write_text(HEADER + "same.flac\tx\ty\tz\nsame.mp3\tx\ty\tz\n")
+    with pytest.raises(DataError, match=r"train.tsv:3: clips 'same.flac' and 'same.mp3' would both be written to"):
+        prepare_covost_audio([tsv], clips, tmp_path / "out2", workers=1)
+    assert not (tmp_path / "out2").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="--out .*file: exists and is not a folder"):
+        prepare_covost_audio([tsv], clips, tmp_path / "file", workers=1)

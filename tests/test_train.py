@@ -58,6 +58,15 @@ def _losses(out_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in _records(out_dir) if "loss" in r}
 
 
+def _tb_steps(out_dir: Path, tag: str = "loss") -> list[int]:
+    """The steps of TensorBoard's `tag` events in out_dir/tb, in file order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out_dir / "tb"), purge_orphaned_data=False)
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     out = {f"adaptor.{k}": v for k, v in load_file(str(ckpt / "adaptor.safetensors")).items()}
     for part in ("encoder_lora", "llm_lora"):
@@ -156,6 +165,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(setup):
 
     a, b = _losses(out_ref), _losses(out)
     assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    # One record per step after the resume, in log.jsonl and in TensorBoard.
+    assert [r["step"] for r in _records(out) if "loss" in r] == list(range(1, steps + 1))
+    assert _tb_steps(out) == list(range(1, steps + 1))
     for s in a:
         assert b[s] == pytest.approx(a[s], abs=1e-5), (s, a[s], b[s])
     _assert_same_weights(out_ref / "final", out / "final", atol=1e-6)
@@ -186,13 +198,71 @@ def test_resume_from_an_epoch_end_checkpoint(setup):
     train(load_config(y2, overrides), progress=False)
     assert not (out2 / "checkpoint-0000099.tmp").exists()
     lines = (out2 / "log.jsonl").read_text().splitlines()
-    assert lines[1] == '{"step": 5, "lo'  # the torn line stays alone; the new records parse
-    (out2 / "log.jsonl").write_text("\n".join(lines[2:]) + "\n")
+    assert lines[0] == '{"step": 4, "loss": 5.7}' and len(lines) == 2  # the torn line is dropped
     a, b = _losses(out), _losses(out2)
-    assert sorted(b) == [5]
+    assert sorted(b) == [4, 5]
     for s in (5,):
         assert b[s] == pytest.approx(a[s], abs=1e-5)
     _assert_same_weights(out / "final", out2 / "final", atol=1e-6)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_resume_passes_over_a_corrupt_latest_checkpoint(setup, capfd):
+    """The newest checkpoints cannot be read back (a truncated adaptor.safetensors, a truncated
+    trainer_state.pt): resume warns and continues from the newest complete one, with the losses and
+    weights of an uninterrupted run and one log record per step."""
+    overrides = ["train.max_steps=6", "train.save_every=1", "train.keep_last=0", *ACCUM]
+    y, out = setup("corrupt_ref")
+    train(load_config(y, overrides), progress=False)
+    y2, out2 = setup("corrupt_resumed")
+    shutil.copytree(out, out2)
+    shutil.rmtree(out2 / "final")
+    shutil.rmtree(out2 / "checkpoint-0000006")
+    _truncate(out2 / "checkpoint-0000005" / "trainer_state.pt")
+    _truncate(out2 / "checkpoint-0000004" / "adaptor.safetensors")
+    shutil.copytree(out2 / "checkpoint-0000002", out2 / "checkpoint-0000002.old")  # a kill after the save's renames
+    capfd.readouterr()
+    train(load_config(y2, overrides), progress=False)
+    err = capfd.readouterr().err
+    assert "cannot resume from checkpoint-0000005" in err and "trainer_state.pt" in err
+    assert "cannot resume from checkpoint-0000004" in err and "adaptor.safetensors" in err
+    assert "resumed from" in err and "checkpoint-0000003 at step 3" in err
+    assert not (out2 / "checkpoint-0000002.old").exists()
+    a, b = _losses(out), _losses(out2)
+    assert sorted(b) == list(range(1, 7))
+    for s in range(4, 7):
+        assert b[s] == pytest.approx(a[s], abs=1e-5), (s, a[s], b[s])
+    _assert_same_weights(out / "final", out2 / "final", atol=1e-6)
+    assert [r["step"] for r in _records(out2) if "loss" in r] == list(range(1, 7))
+    assert _tb_steps(out2) == list(range(1, 7))
+
+
+def test_resume_with_every_checkpoint_corrupt_is_one_clear_error(setup, tmp_path):
+    y, out = setup("all_corrupt", max_steps=2, save_every=1, keep_last=0)
+    train(load_config(y), progress=False)
+    for ckpt in out.glob("checkpoint-*"):
+        _truncate(ckpt / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match=r"none of its 2 checkpoints reads back.*move them away"):
+        train(load_config(y), progress=False)
+
+
+def test_leftovers_of_a_killed_save_are_put_back_or_removed(tmp_path):
+    from llast.checkpoint import clean_leftovers
+
+    for name in ("checkpoint-0000004.old", "checkpoint-0000005", "checkpoint-0000005.old", "checkpoint-0000006.tmp",
+                 "final.tmp", "checkpoint-0000007.engine.tmp", "notes.old"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "llast.json").write_text(name)
+    done = clean_leftovers(tmp_path)
+    # checkpoint-4 was renamed away and its successor never renamed in: the old version comes back.
+    assert (tmp_path / "checkpoint-0000004" / "llast.json").read_text() == "checkpoint-0000004.old"
+    assert (tmp_path / "checkpoint-0000005" / "llast.json").read_text() == "checkpoint-0000005"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0000004", "checkpoint-0000005", "notes.old"]
+    assert len(done) == 5
 
 
 # ----------------------------------------------------------------------------- two processes

@@ -80,8 +80,41 @@ def save_checkpoint(
     return path
 
 
+def clean_leftovers(out_dir: Path) -> list[str]:
+    """Finish or undo what a killed `save_checkpoint` left in `out_dir`; returns what was done.
+
+    X.old : the previous version of X, renamed away just before the new one was renamed in. If X is
+            there the save completed (X.old is deleted); if not, the kill fell between the two renames
+            and X.old is put back (the last complete version).
+    X.tmp, X.engine.tmp : a save that never completed; deleted (never taken for checkpoints).
+    """
+    done = []
+    if not out_dir.is_dir():
+        return done
+    for old in sorted(out_dir.glob("*.old")):
+        target = old.with_name(old.name[: -len(".old")])
+        if not old.is_dir() or not (target.name == "final" or target.name.startswith("checkpoint-")):
+            continue
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}")
+        else:
+            os.replace(old, target)
+            done.append(f"restored {target.name} from {old.name}")
+    for tmp in sorted(out_dir.glob("*.tmp")):
+        if tmp.is_dir() and (tmp.name.startswith("checkpoint-") or tmp.name.startswith("final.")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.append(f"removed {tmp.name}")
+    return done
+
+
 def read_checkpoint_config(path: str | Path) -> Config:
+    """The Config saved in checkpoint `path` (or a shipped checkpoint's name); every way it can fail is a
+    CheckpointError naming the file."""
+    import yaml
+
     from llast.assets import resolve_checkpoint
+    from llast.errors import ConfigError
 
     path = resolve_checkpoint(path)
     marker = path / "llast.json"
@@ -89,13 +122,21 @@ def read_checkpoint_config(path: str | Path) -> Config:
         raise CheckpointError(f"{path}: checkpoint directory not found")
     if not marker.is_file():
         raise CheckpointError(f"{path}: not a llast checkpoint (no llast.json; was it written completely?)")
-    import yaml
-
+    config_file = path / "config.yaml"
     try:
-        data = yaml.safe_load((path / "config.yaml").read_text())
+        data = yaml.safe_load(config_file.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: config.yaml missing") from None
-    cfg = from_dict(data)
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{config_file}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{config_file}: not valid YAML: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise CheckpointError(f"{config_file}: cannot read: {e}") from None
+    try:
+        cfg = from_dict(data if data is not None else {})
+    except ConfigError as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
     # Names like "./llm" point inside the checkpoint (merged exports).
     for part in (cfg.model.encoder, cfg.model.llm):
         if part.name.startswith("./"):
@@ -103,14 +144,62 @@ def read_checkpoint_config(path: str | Path) -> Config:
     return cfg
 
 
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of a checkpoint; a truncated or corrupt one is a CheckpointError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    except Exception as e:  # SafetensorError (truncated header/data), OSError
+        raise CheckpointError(f"{file}: cannot read the tensors (truncated or corrupt?): {' '.join(str(e).split())}") from None
+
+
+def build_named_model(cfg_model):
+    """llast.model.build_model (no LoRA yet), with a model name that cannot be loaded (a bundled model
+    not prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming
+    its key (model.encoder.name / model.llm.name)."""
+    from llast.errors import ConfigError, LlastError
+    from llast.model import build_model, load_encoder, load_llm
+
+    if getattr(cfg_model, "random_init", False):  # nothing to load: random weights from the kept config.json
+        return build_model(cfg_model)
+    dtype = getattr(torch, cfg_model.dtype)
+    loaded = {}
+    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
+        name = getattr(cfg_model, key).name
+        try:
+            loaded[key] = loader(name, dtype)
+        except (OSError, ValueError, KeyError, LlastError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
+    return build_model(cfg_model, encoder=loaded["encoder"], llm=loaded["llm"])
+
+
+def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = None):
+    """LLaST (LoRA applied, untrained adaptor) as `config_file` describes it; a model it names that
+    cannot be loaded is a CheckpointError naming the file and the key."""
+    from llast.errors import ConfigError
+    from llast.lora import apply_lora
+
+    if dtype is not None:
+        cfg.model.dtype = dtype
+    try:
+        model = build_named_model(cfg.model)
+    except ConfigError as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
+    apply_lora(model, cfg.model)
+    return model
+
+
 def _strict_load_lora(module, adapter_dir: Path) -> None:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{adapter_dir}: adapter_model.safetensors missing")
-    state = load_file(str(weights))
+    state = read_tensors(weights)
     expected = set(get_peft_model_state_dict(module).keys())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -142,13 +231,11 @@ def load_adaptor(model, path: str | Path) -> None:
 
 def load_weights(model, path: str | Path) -> None:
     """Load adaptor + LoRA weights from checkpoint `path` into `model` (built from the same config)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     adaptor_file = path / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing")
-    state = load_file(str(adaptor_file))
+    state = read_tensors(adaptor_file)
     own = model.adaptor.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
@@ -175,17 +262,11 @@ def load_weights(model, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, dtype: str | None = None):
     """(LLaST model in eval mode, Config) rebuilt from checkpoint `path` alone."""
-    from llast.lora import apply_lora
-    from llast.model import build_model
-
     from llast.assets import resolve_checkpoint
 
     path = resolve_checkpoint(path)
     cfg = read_checkpoint_config(path)
-    if dtype is not None:
-        cfg.model.dtype = dtype
-    model = build_model(cfg.model)
-    apply_lora(model, cfg.model)
+    model = build_checkpoint_model(cfg, Path(path) / "config.yaml", dtype)
     load_weights(model, path)
     return model.eval(), cfg
 
@@ -200,7 +281,9 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
             then cast.
     """
     from llast.decode import Translator
+    from llast.model import inference_dtype
 
+    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
     model, cfg = load_checkpoint(path)
     if merge_lora:
         merge_lora_weights(model)
@@ -241,8 +324,10 @@ def export_merged(path: str | Path, out: str | Path) -> Path:
 
     from llast.model import resolve_name
 
-    model, cfg = load_checkpoint(path)
     out = Path(out)
+    if out.exists() and not (out.is_dir() and ((out / "llast.json").is_file() or not any(out.iterdir()))):
+        raise CheckpointError(f"--out {out}: exists and is not an empty folder or a llast checkpoint; not overwriting it")
+    model, cfg = load_checkpoint(path)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -87,10 +87,11 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from llast import train
     from llast.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # before importing torch: a bad option fails at once
+    from llast import train
+
     train.train(cfg, resume=args.resume)
     return 0
 
@@ -111,8 +112,10 @@ def _run_params(args) -> int:
 
     import torch
 
+    from llast.checkpoint import build_named_model
+
     meta = cfg.model.random_init
-    m = model.build_model(cfg.model, device="meta" if meta else None)
+    m = model.build_model(cfg.model, device="meta") if meta else build_named_model(cfg.model)
     with torch.device("meta") if meta else contextlib.nullcontext():
         lora.apply_lora(m, cfg.model)
     print(lora.format_param_counts(lora.param_counts(m)))
@@ -177,11 +180,16 @@ def _add_decode_options(p) -> None:
 
 
 def _decode_overrides(args) -> dict:
+    """The decoding options given on the command line, checked at once (before a model is loaded)
+    by the rules the Python API and the server use (llast.config.check_decode)."""
+    from llast.config import check_decode
+
     out = {}
     for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty"):
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
+    check_decode(out, options=True)
     return out
 
 
@@ -198,9 +206,13 @@ def _add_translate(sub) -> None:
 
 
 def _run_translate(args) -> int:
+    from llast.config import check_chunk_seconds
+
+    overrides = _decode_overrides(args)
+    check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")  # the model's limit: once loaded
     from llast import decode
 
-    return decode.translate_cli(args, _decode_overrides(args))
+    return decode.translate_cli(args, overrides)
 
 
 def _add_evaluate(sub) -> None:
@@ -233,9 +245,14 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    overrides = _decode_overrides(args)
+    if args.limit is not None and args.limit < 1:
+        from llast.errors import ConfigError
+
+        raise ConfigError(f"--limit: {args.limit} is not allowed; expected at least 1 sample per data set")
     from llast import evaluate
 
-    return evaluate.evaluate_cli(args, _decode_overrides(args))
+    return evaluate.evaluate_cli(args, overrides)
 
 
 def _add_export(sub) -> None:
@@ -290,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from llast.errors import LlastError
@@ -297,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command][1](args) or 0
     except LlastError as e:
-        print(f"llast {args.command}: error: {e}", file=sys.stderr)
+        print(f"llast {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system said no (a file where a folder should be, permissions, disk full)
+        print(f"llast {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"llast {args.command}: interrupted", file=sys.stderr)

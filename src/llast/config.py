@@ -9,6 +9,9 @@ every checkpoint, so loading a model needs no YAML.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import string
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +221,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
         keys = ", ".join(f"{where}.{k}" if where else k for k in unknown)
         raise ConfigError(f"unknown config key(s): {keys} (allowed here: {', '.join(sorted(names))})")
@@ -268,24 +271,182 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+# Upper bounds of decoding work one request or command may ask for (the CLI, the Python API and the
+# server check the same numbers through `check_decode`).
+MAX_NUM_BEAMS = 32  # --num-beams 1000 on a 3.5 s clip grew to 5.5 GB
+MAX_NEW_TOKENS = 4096
+MAX_DECODE_BATCH = 1024
+MIN_CHUNK_SECONDS = 1.0  # shortest chunk `translate --chunk-seconds` may cut long audio into
+MAX_UPLOAD_BYTES = 100 * 2**20  # largest audio file one server request may send (100 MiB)
+LANG_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")  # fr, zh-CN, sv-SE: safe in file names
+_TEMPLATE_FIELDS = {"model.prompt.translate": ("src", "tgt"), "model.prompt.transcribe": ("src",)}
+
+
+# dotted key -> (test, what the value must be). None passes where the schema allows None.
+_RULES: dict[str, tuple[Any, str]] = {
+    "model.encoder.max_seconds": (lambda v: 0 < v <= 3600, "a number of seconds in (0, 3600]"),
+    "model.adaptor.stack": (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
+    "model.adaptor.hidden_size": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "model.adaptor.conv_layers": (lambda v: 0 <= v <= 8, "an integer in [0, 8]"),
+    "model.adaptor.conv_kernel": (lambda v: v >= 1, "an integer >= 1"),
+    "model.adaptor.conv_stride": (lambda v: v >= 1, "an integer >= 1"),
+    "model.adaptor_only_steps": (lambda v: v >= 0, "an integer >= 0"),
+    "data.asr_weight": (lambda v: v >= 0, "a number >= 0"),
+    "data.max_batch_seconds": (lambda v: v > 0, "a number of seconds > 0"),
+    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.num_buckets": (lambda v: v >= 1, "an integer >= 1"),
+    "data.num_workers": (lambda v: v >= 0, "an integer >= 0"),
+    "train.seed": (lambda v: v >= 0, "an integer >= 0"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.max_steps": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "train.max_minutes": (lambda v: v is None or v > 0, "null or a number of minutes > 0"),
+    "train.lr": (lambda v: 0 < v <= 10, "a learning rate in (0, 10]"),
+    "train.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.warmup_ratio": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.grad_accum": (lambda v: v >= 1, "an integer >= 1"),
+    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
+    "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.save_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.eval_every": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "train.eval_max_samples": (lambda v: v >= 1, "an integer >= 1"),
+}
+_DECODE_RULES: dict[str, tuple[Any, str]] = {
+    "num_beams": (lambda v: 1 <= v <= MAX_NUM_BEAMS, f"an integer in [1, {MAX_NUM_BEAMS}]"),
+    "max_new_tokens": (lambda v: 1 <= v <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]"),
+    "length_penalty": (lambda v: -10 <= v <= 10, "a number in [-10, 10]"),
+    "repetition_penalty": (lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    "batch_size": (lambda v: 1 <= v <= MAX_DECODE_BATCH, f"an integer in [1, {MAX_DECODE_BATCH}]"),
+    "max_batch_seconds": (lambda v: 0 < v <= 36000, "a number of seconds in (0, 36000]"),
+}
+_LORA_RULES: dict[str, tuple[Any, str]] = {
+    "r": (lambda v: 1 <= v <= 4096, "an integer in [1, 4096]"),
+    "alpha": (lambda v: v > 0, "an integer > 0"),
+    "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+}
+
+
+def _apply_rules(obj: Any, rules: dict[str, tuple[Any, str]], prefix: str, names=None) -> None:
+    for key, (ok, what) in rules.items():
+        value = get_dotted(obj, key)
+        if not ok(value):
+            name = names(key) if names else f"{prefix}{key}"
+            raise ConfigError(f"{name}: {value!r} is not allowed; expected {what}")
+
+
+def _check_finite(obj: Any, where: str) -> None:
+    """Every float field of dataclass `obj` (and its children) is finite: no nan, no inf."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, key)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if dataclasses.is_dataclass(v):
+                    _check_finite(v, f"{key}[{i}]")
+                elif isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{key}[{i}]: {v!r} is not a finite number")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
+
+
+def check_template(template: Any, key: str, fields: tuple[str, ...]) -> None:
+    """A prompt template may only use the named fields ({src}, {tgt}); ConfigError naming `key` otherwise."""
+    if not isinstance(template, str):
+        raise ConfigError(f"{key}: expected a string, got {template!r}")
+    try:
+        used = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise ConfigError(f"{key}: {template!r} is not a valid template ({e}; write {{{{ and }}}} for literal braces)") from None
+    bad = [name for name in used if name not in fields]
+    if bad:
+        allowed = ", ".join("{" + f + "}" for f in fields)
+        raise ConfigError(f"{key}: unknown field {{{bad[0]}}} in {template!r} (allowed: {allowed})")
+
+
+def check_language(code: Any, where: str) -> str:
+    """A language code as corpora write them (fr, zh-CN): letters and one dash; ConfigError otherwise.
+    Codes end up in output file names, so nothing else gets through."""
+    if not isinstance(code, str) or not LANG_CODE.match(code):
+        raise ConfigError(f"{where}: {code!r} is not a language code (like fr, de, zh-CN)")
+    return code
+
+
+def check_decode(decode: Any, where: str = "decode", options: bool = False) -> DecodeConfig:
+    """Validate decoding options (a DecodeConfig, or a dict of some of its fields over the defaults):
+    types and bounds. THE check for the CLI, the Python API and the server; ConfigError names the field
+    (as `where.num_beams`, or as the command-line option `--num-beams` with `options`)."""
+    if isinstance(decode, dict):
+        decode = _build(DecodeConfig, decode, where)
+    elif not isinstance(decode, DecodeConfig):
+        raise ConfigError(f"{where}: expected decoding options, got {type(decode).__name__}")
+    else:
+        decode = _build(DecodeConfig, dataclasses.asdict(decode), where)  # re-checks every field's type
+    # Every float rule is a bounded range, so nan and inf fail it too.
+    _apply_rules(decode, _DECODE_RULES, f"{where}.", (lambda k: "--" + k.replace("_", "-")) if options else None)
+    return decode
+
+
+def check_upload_size(n_bytes: Any, where: str = "request body") -> int:
+    """A request body's declared size (Content-Length): a whole number of bytes in [1, MAX_UPLOAD_BYTES]."""
+    if isinstance(n_bytes, str) and n_bytes.strip().isdigit():
+        n_bytes = int(n_bytes)
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int):
+        raise ConfigError(f"{where}: size {n_bytes!r} is not a number of bytes")
+    if not 1 <= n_bytes <= MAX_UPLOAD_BYTES:
+        raise ConfigError(f"{where}: {n_bytes} bytes is not allowed; expected 1 to {MAX_UPLOAD_BYTES} bytes (100 MiB)")
+    return n_bytes
+
+
+def check_chunk_seconds(chunk_seconds: Any, max_seconds: float, where: str = "chunk_seconds") -> float | None:
+    """`translate --chunk-seconds`: None (the model's maximum) or seconds in [MIN_CHUNK_SECONDS, max_seconds]."""
+    if chunk_seconds is None:
+        return None
+    if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float)) or not math.isfinite(chunk_seconds):
+        raise ConfigError(f"{where}: expected a number of seconds, got {chunk_seconds!r}")
+    if not MIN_CHUNK_SECONDS <= chunk_seconds <= max_seconds:
+        bound = (f"at least {MIN_CHUNK_SECONDS:g} s" if math.isinf(max_seconds) else
+                 f"{MIN_CHUNK_SECONDS:g} to {max_seconds:g} s (the model's model.encoder.max_seconds)")
+        raise ConfigError(f"{where}: {chunk_seconds:g} s is not allowed; expected {bound}")
+    return float(chunk_seconds)
+
+
 def validate(cfg: Config) -> Config:
-    """Check values that the types alone do not capture; raises ConfigError naming the key."""
+    """Check values that the types alone do not capture (choices, ranges, finite numbers, templates,
+    language codes); raises ConfigError naming the dotted key. Every way of making a Config
+    (YAML, overrides, checkpoints, `train()` from Python) goes through here."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected a llast Config, got {type(cfg).__name__}")
+    _check_finite(cfg, "")
     for key, allowed in _CHOICES.items():
         value = get_dotted(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    _apply_rules(cfg, _RULES, "")
+    for part in ("encoder", "llm"):
+        _apply_rules(getattr(cfg.model, part).lora, _LORA_RULES, f"model.{part}.lora.")
+        if not isinstance(getattr(cfg.model, part).name, str) or not getattr(cfg.model, part).name.strip():
+            raise ConfigError(f"model.{part}.name: must name a model (bundled name, hub id or folder)")
+    for key, fields in _TEMPLATE_FIELDS.items():
+        check_template(get_dotted(cfg, key), key, fields)
     for part in ("train", "dev"):
         for i, src in enumerate(getattr(cfg.data, part)):
+            where = f"data.{part}[{i}]"
             if src.format not in _SOURCE_FORMATS:
-                raise ConfigError(f"data.{part}[{i}].format: {src.format!r} is not one of {', '.join(_SOURCE_FORMATS)}")
-    if cfg.model.adaptor.stack < 1:
-        raise ConfigError("model.adaptor.stack: must be >= 1")
-    if cfg.decode.num_beams < 1:
-        raise ConfigError("decode.num_beams: must be >= 1")
-    if cfg.train.grad_accum < 1:
-        raise ConfigError("train.grad_accum: must be >= 1")
-    if len(cfg.train.betas) != 2:
-        raise ConfigError("train.betas: expected two numbers")
+                raise ConfigError(f"{where}.format: {src.format!r} is not one of {', '.join(_SOURCE_FORMATS)}")
+            if not src.path:
+                raise ConfigError(f"{where}.path: empty (the TSV, manifest or MuST-C split folder)")
+            if src.weight < 0:
+                raise ConfigError(f"{where}.weight: {src.weight!r} is not allowed; expected a number >= 0")
+            if src.limit is not None and src.limit < 1:
+                raise ConfigError(f"{where}.limit: {src.limit!r} is not allowed; expected null or an integer >= 1")
+            for lang in ("src", "tgt"):
+                if getattr(src, lang) is not None:
+                    check_language(getattr(src, lang), f"{where}.{lang}")
+    check_decode(cfg.decode)
+    if cfg.model.encoder.input_length == "pad30" and cfg.model.encoder.max_seconds > 30:
+        raise ConfigError("model.encoder.max_seconds: at most 30 with model.encoder.input_length: pad30")
     return cfg
 
 
@@ -304,14 +465,21 @@ def get_dotted(obj: Any, key: str) -> Any:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` strings to a plain config dict; values are parsed as YAML scalars/lists."""
+    """Apply ``a.b.c=value`` strings to a plain config dict; values are parsed as YAML scalars/lists.
+    A value that is not valid YAML, or a key that does not name a config section, is a ConfigError."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. train.lr=1e-4)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = data
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"override {item!r}: {key!r} is not a dotted config key (e.g. train.lr)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it to pass a string") from None
+        node = data
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
@@ -331,9 +499,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     data = apply_overrides(data, overrides or [])

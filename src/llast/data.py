@@ -123,9 +123,23 @@ def _default_clips_dir(tsv_path: Path, src: str) -> Path:
     return folder / src / "clips"
 
 
-def resolve_clip(audio_dir: Path, name: str) -> Path:
-    """Find clip `name` in `audio_dir`: as given, then as ``{stem}.wav`` / ``{name}.wav`` (16 kHz conversions)."""
-    given = audio_dir / name
+def inside(folder: Path, name: str, where: str) -> Path:
+    """`folder / name` for a file name taken from a corpus, which must stay inside `folder`: an absolute
+    name, a `..` part or a NUL byte is a DataError naming `where` (a TSV line, a YAML segment)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise DataError(f"{where}: {name!r} is not a file name")
+    rel = Path(name)
+    if not rel.name:
+        raise DataError(f"{where}: {name!r} is not a file name")
+    if rel.is_absolute() or ".." in rel.parts:
+        raise DataError(f"{where}: {name!r} points outside {folder} (absolute, or with '..'); refused")
+    return folder / rel
+
+
+def resolve_clip(audio_dir: Path, name: str, where: str | None = None) -> Path:
+    """Find clip `name` in `audio_dir`: as given, then as ``{stem}.wav`` / ``{name}.wav`` (16 kHz conversions).
+    A name that leads outside `audio_dir` is a DataError."""
+    given = inside(audio_dir, name, where or str(audio_dir))
     for candidate in (given, given.with_suffix(".wav"), audio_dir / f"{name}.wav"):
         if candidate.is_file():
             return candidate
@@ -158,9 +172,9 @@ def read_covost(
         if not row["path"]:
             raise DataError(f"{tsv_path}:{lineno}: empty path")
         try:
-            clip = resolve_clip(clips, row["path"])
+            clip = resolve_clip(clips, row["path"], f"{tsv_path}:{lineno}")
             duration = audio_duration(clip)
-        except AudioError as e:
+        except (AudioError, DataError) as e:
             if skipped is None:
                 raise
             skipped.append(str(e))
@@ -183,11 +197,15 @@ def read_covost(
 # ----------------------------------------------------------------------------- MuST-C
 
 
-def read_mustc(split_dir: str | Path, src: str = "en", tgt: str | None = None, limit: int | None = None) -> list[Sample]:
+def read_mustc(
+    split_dir: str | Path, src: str = "en", tgt: str | None = None, limit: int | None = None,
+    skipped: list[str] | None = None,
+) -> list[Sample]:
     """Read a MuST-C split folder: ``wav/*.wav``, ``txt/{split}.yaml``, ``txt/{split}.{src}`` and ``.{tgt}``.
 
     The split name is the folder name; tgt defaults to the one other language in ``txt/``. Each YAML
     segment (offset, duration, wav) becomes a sample whose audio is read by seeking into the talk's WAV.
+    With a `skipped` list, a segment whose WAV is missing (or named outside wav/) is appended to it and left out.
     """
     split_dir = Path(split_dir)
     split = split_dir.name
@@ -223,11 +241,21 @@ def read_mustc(split_dir: str | Path, src: str = "en", tgt: str | None = None, l
     for i, seg in enumerate(segments):
         if limit is not None and len(samples) >= limit:
             break
+        where = f"{yaml_path}: segment {i + 1}"
         if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
-            raise DataError(f"{yaml_path}: segment {i + 1} lacks offset/duration/wav: {seg!r}")
-        wav = split_dir / "wav" / str(seg["wav"])
-        if not wav.is_file():
-            raise AudioError(f"{wav}: audio file not found (segment {i + 1} of {yaml_path})")
+            raise DataError(f"{where} lacks offset/duration/wav: {seg!r}")
+        offset, duration = _seconds(seg["offset"], f"{where}: offset"), _seconds(seg["duration"], f"{where}: duration")
+        if duration <= 0:
+            raise DataError(f"{where}: duration {duration:g} s is not positive")
+        try:
+            wav = inside(split_dir / "wav", str(seg["wav"]), where)
+            if not wav.is_file():
+                raise AudioError(f"{wav}: audio file not found ({where})")
+        except (AudioError, DataError) as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            continue
         talk = wav.stem
         n = per_talk[talk] = per_talk.get(talk, -1) + 1
         samples.append(
@@ -239,11 +267,20 @@ def read_mustc(split_dir: str | Path, src: str = "en", tgt: str | None = None, l
                 task="translate",
                 source_text=texts[src][i].strip(),
                 target_text=texts[tgt][i].strip(),
-                offset=float(seg["offset"]),
-                duration=float(seg["duration"]),
+                offset=offset,
+                duration=duration,
             )
         )
     return samples
+
+
+def _seconds(value, where: str) -> float:
+    """A time in seconds from a corpus field: a finite number >= 0, else a DataError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise DataError(f"{where}: expected a number of seconds, got {value!r}")
+    if value < 0:
+        raise DataError(f"{where}: {value:g} s is negative")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------- JSONL manifest
@@ -273,41 +310,66 @@ def read_manifest(jsonl_path: str | Path, limit: int | None = None, skipped: lis
                 raise DataError(f"{where}: not valid JSON: {e.msg}") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{where}: expected a JSON object")
-            missing = [k for k in ("audio", "src_lang", "tgt_lang") if k not in obj]
-            if missing:
-                raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
-            task = obj.get("task", "translate")
-            if task not in TASKS:
-                raise DataError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
-            audio = Path(obj["audio"])
-            if not audio.is_absolute():
-                audio = jsonl_path.parent / audio
-            offset = float(obj.get("offset", 0.0))
-            duration = obj.get("duration")
-            if duration is None:
+            sample = _manifest_sample(obj, where, jsonl_path, lineno)
+            if sample.duration is None:
                 try:
-                    duration = audio_duration(audio) - offset
+                    sample.duration = audio_duration(sample.audio) - sample.offset
                 except AudioError as e:
                     if skipped is None:
                         raise
                     skipped.append(str(e))
                     continue
-            source = str(obj.get("source_text", ""))
-            target = str(obj.get("target_text", source if task == "transcribe" else ""))
-            samples.append(
-                Sample(
-                    id=str(obj.get("id", f"{jsonl_path.stem}-{lineno}")),
-                    audio=str(audio),
-                    src_lang=obj["src_lang"],
-                    tgt_lang=obj["tgt_lang"],
-                    task=task,
-                    source_text=source,
-                    target_text=target,
-                    offset=offset,
-                    duration=float(duration),
-                )
-            )
+                if sample.duration <= 0:
+                    e = AudioError(f"{sample.audio}: offset {sample.offset:g} s is past the end ({where})")
+                    if skipped is None:
+                        raise e
+                    skipped.append(str(e))
+                    continue
+            samples.append(sample)
     return samples
+
+
+def check_language(code, where: str) -> str:
+    """A language code from a corpus, checked before any use (prompts, output file names): one that
+    llast.processor.LANGUAGES knows, else a DataError naming `where`."""
+    from llast.processor import LANGUAGES
+
+    if not isinstance(code, str) or code not in LANGUAGES:
+        raise DataError(f"{where}: unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))})")
+    return code
+
+
+def _manifest_sample(obj: dict, where: str, jsonl_path: Path, lineno: int) -> Sample:
+    """One manifest object as a Sample (duration None when the line has none); DataError naming `where`."""
+    missing = [k for k in ("audio", "src_lang", "tgt_lang") if k not in obj]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
+    task = obj.get("task", "translate")
+    if task not in TASKS:
+        raise DataError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
+    src, tgt = check_language(obj["src_lang"], f"{where}: src_lang"), check_language(obj["tgt_lang"], f"{where}: tgt_lang")
+    if not isinstance(obj["audio"], str) or not obj["audio"] or "\x00" in obj["audio"]:
+        raise DataError(f"{where}: audio {obj['audio']!r} is not a file name")
+    audio = Path(obj["audio"])  # absolute paths are allowed here: a manifest may point anywhere (its design)
+    if not audio.is_absolute():
+        audio = jsonl_path.parent / audio
+    offset = _seconds(obj.get("offset", 0.0), f"{where}: offset")
+    duration = obj.get("duration")
+    if duration is not None:
+        duration = _seconds(duration, f"{where}: duration")
+        if duration <= 0:
+            raise DataError(f"{where}: duration {duration:g} s is not positive")
+    texts = {}
+    for key in ("source_text", "target_text", "id"):
+        if key in obj and not isinstance(obj[key], (str, int)) or isinstance(obj.get(key), bool):
+            raise DataError(f"{where}: {key} must be a string, got {obj[key]!r}")
+        texts[key] = None if obj.get(key) is None else str(obj[key])
+    source = texts["source_text"] or ""
+    target = texts["target_text"] if texts["target_text"] is not None else (source if task == "transcribe" else "")
+    return Sample(
+        id=texts["id"] or f"{jsonl_path.stem}-{lineno}", audio=str(audio), src_lang=src, tgt_lang=tgt, task=task,
+        source_text=source, target_text=target, offset=offset, duration=duration,
+    )
 
 
 # ----------------------------------------------------------------------------- mixing
@@ -315,18 +377,34 @@ def read_manifest(jsonl_path: str | Path, limit: int | None = None, skipped: lis
 
 def read_source(src: DataSource, skipped: list[str] | None = None) -> list[Sample]:
     """Read one configured source and give its samples the source's weight. With a `skipped` list,
-    clips whose header cannot be read are left out and their errors appended to it (data.skip_bad)."""
+    clips whose header cannot be read are left out and their errors appended to it (data.skip_bad).
+    Language codes are checked here, before any use."""
     if src.format == "covost":
         samples = read_covost(src.path, src.audio_dir, src.src, src.tgt, limit=src.limit, skipped=skipped)
     elif src.format == "mustc":
-        samples = read_mustc(src.path, src=src.src or "en", tgt=src.tgt, limit=src.limit)
+        samples = read_mustc(src.path, src=src.src or "en", tgt=src.tgt, limit=src.limit, skipped=skipped)
     elif src.format == "jsonl":
         samples = read_manifest(src.path, limit=src.limit, skipped=skipped)
     else:
         raise DataError(f"{src.path}: unknown data format {src.format!r} (covost, mustc or jsonl)")
+    for pair in {(s.src_lang, s.tgt_lang) for s in samples}:
+        for code in pair:
+            check_language(code, str(src.path))
     for s in samples:
         s.weight = src.weight
     return samples
+
+
+def drop_empty(samples: list[Sample], where: str) -> tuple[list[Sample], int]:
+    """(samples whose target text is not empty, how many were left out); a warning names `where` and counts
+    them. An empty reference cannot be scored, and training on it teaches the model to say nothing."""
+    kept = [s for s in samples if s.target_text.strip()]
+    n = len(samples) - len(kept)
+    if n:
+        first = next(s for s in samples if not s.target_text.strip())
+        log.warning("%s: left out %d sample(s) with an empty %s text (e.g. %s)", where, n,
+                    "source" if first.task == "transcribe" else "target", first.id)
+    return kept, n
 
 
 def build_samples(
@@ -337,22 +415,25 @@ def build_samples(
     Each translation sample (X->En or En->X) yields an ASR sample in its source language, placed right
     after it, with weight = source weight * asr_weight. A clip shared by two directions (En->De and
     En->Ja over the same English clips) yields one ASR sample only: dedupe by (audio, offset, task).
+    Samples with an empty target text (or, for ASR, source text) are left out with a warning.
     """
     out: list[Sample] = []
     seen: set[tuple[str, float, str]] = set()
     for src in sources:
+        mine: list[Sample] = []
         for s in read_source(src, skipped):
             if s.task == "transcribe":
                 key = (s.audio, s.offset, s.task)
                 if key in seen:
                     continue
                 seen.add(key)
-            out.append(s)
+            mine.append(s)
             if asr_augment and s.task == "translate":
                 key = (s.audio, s.offset, "transcribe")
                 if key not in seen:
                     seen.add(key)
-                    out.append(transcription_of(s, weight=s.weight * asr_weight))
+                    mine.append(transcription_of(s, weight=s.weight * asr_weight))
+        out.extend(drop_empty(mine, src.path)[0])
     return out
 
 
@@ -615,24 +696,64 @@ class PrepareReport:
 def _convert_clip(job: tuple[str, str]) -> tuple[str, str, str]:
     """Convert one clip to 16 kHz mono 16-bit WAV; returns (clip, status, reason). Runs in a worker."""
     import soundfile as sf
+    import tempfile
 
     src, dst = job
+    tmp = None
     try:
         audio = load_audio(src)
-        tmp = f"{dst}.part"  # renamed when complete: an interrupted run leaves no partial .wav
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        # A temporary of this job's own (never shared with another worker or run), renamed when
+        # complete: an interrupted run leaves no partial .wav.
+        fd, tmp = tempfile.mkstemp(dir=Path(dst).parent, prefix=Path(dst).name + ".", suffix=".part")
+        os.close(fd)
         sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
         os.replace(tmp, dst)
+        tmp = None
     except AudioError as e:
         return src, "failed", str(e)
     except Exception as e:  # a worker must report, not die: one bad clip in 200k should not stop the run
         return src, "failed", f"{src}: {type(e).__name__}: {e}"
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     return src, "converted", ""
+
+
+def _prepare_jobs(tsv_paths: list[str | Path], clips_dir: Path, out_dir: Path, report: PrepareReport) -> list[tuple[str, str]]:
+    """(source clip, output WAV) for every clip named in the TSVs that is not converted yet.
+
+    Outputs keep the clips' relative folders (``a/x.mp3`` -> ``{out}/a/x.wav``). A name leading outside
+    the clips folder is reported as failed; two names that would make the same output
+    (``same.mp3``, ``same.flac``) are a DataError before anything is converted."""
+    names: dict[str, str] = {}  # clip name -> the TSV line that names it first (an ordered set)
+    for tsv in tsv_paths:
+        for lineno, row in _read_tsv_rows(Path(tsv), ("path",)):
+            names.setdefault(row["path"], f"{tsv}:{lineno}")
+    owners: dict[Path, str] = {}
+    jobs = []
+    for name, where in names.items():
+        try:
+            src = inside(clips_dir, name, where)
+            dst = inside(out_dir, name, where).with_suffix(".wav")
+        except DataError as e:
+            report.failed.append((name, str(e)))
+            continue
+        if dst in owners:
+            raise DataError(f"{where}: clips {owners[dst]!r} and {name!r} would both be written to {dst}; rename one")
+        owners[dst] = name
+        if dst.is_file():
+            report.skipped_existing += 1
+        else:
+            jobs.append((str(src), str(dst)))
+    return jobs
 
 
 def prepare_covost_audio(
     tsv_paths: list[str | Path], clips_dir: str | Path, out_dir: str | Path, workers: int = 4
 ) -> PrepareReport:
-    """Convert the clips named in CoVoST TSVs (MP3, any rate) to ``{out_dir}/{name}.wav`` (16 kHz mono PCM16).
+    """Convert the clips named in CoVoST TSVs (MP3, any rate) to ``{out_dir}/{name}.wav`` (16 kHz mono PCM16),
+    keeping their relative folders.
 
     Resumable: outputs that exist are skipped (they are written under a temporary name and renamed).
     Unreadable clips are reported in the returned PrepareReport instead of stopping the run.
@@ -640,19 +761,15 @@ def prepare_covost_audio(
     from tqdm import tqdm
 
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names: dict[str, None] = {}  # ordered set
-    for tsv in tsv_paths:
-        for _, row in _read_tsv_rows(Path(tsv), ("path",)):
-            names[row["path"]] = None
+    if not clips_dir.is_dir():
+        raise DataError(f"--clips {clips_dir}: not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir}: exists and is not a folder")
+    if workers < 1:
+        raise DataError(f"--workers {workers}: expected at least 1")
     report = PrepareReport()
-    jobs = []
-    for name in names:
-        dst = out_dir / f"{Path(name).stem}.wav"
-        if dst.is_file():
-            report.skipped_existing += 1
-        else:
-            jobs.append((str(clips_dir / name), str(dst)))
+    jobs = _prepare_jobs(tsv_paths, clips_dir, out_dir, report)
+    out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(jobs), desc="converting clips", unit="clip", disable=not jobs)
     if workers <= 1 or len(jobs) <= 1:
         results = map(_convert_clip, jobs)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from llast.config import Config, DecodeConfig
+from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode
 from llast.processor import Example, build_processor
 
 
@@ -56,20 +56,27 @@ def split_long(audio: np.ndarray, max_seconds: float, sample_rate: int = 16000) 
         chunks.append(audio[start:cut])
         start = cut
     chunks.append(audio[start:])
-    return [c for c in chunks if len(c) > frame]
+    from llast.audio import MIN_SAMPLES
+
+    return [c for c in chunks if len(c) >= MIN_SAMPLES]  # a tail under 0.1 s is too short for the encoders
 
 
 def _check_array(audio, index: int) -> np.ndarray:
-    """A waveform given as an array must already be 16 kHz mono: (S,) finite samples."""
+    """A waveform given as an array must already be 16 kHz mono: (S,) finite samples, >= MIN_SECONDS."""
+    from llast.audio import check_length
     from llast.errors import AudioError
 
-    wav = np.asarray(audio, dtype=np.float32)
+    try:
+        wav = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise AudioError(f"audio #{index}: not a waveform ({e})") from None
     if wav.ndim != 1:
         raise AudioError(f"audio #{index}: expected a mono 16 kHz waveform of shape (samples,), got shape {wav.shape}")
     if wav.size == 0:
         raise AudioError(f"audio #{index}: empty waveform")
     if not np.isfinite(wav).all():
         raise AudioError(f"audio #{index}: waveform holds NaN or infinite samples")
+    check_length(wav.size, f"audio #{index}")
     return wav
 
 
@@ -92,12 +99,14 @@ class Translator:
         return self.processor.tokenizer
 
     def decode_config(self, **overrides) -> DecodeConfig:
-        return dataclasses.replace(self.cfg.decode, **overrides)
+        """The checkpoint's decoding options with `overrides`, checked (llast.config.check_decode)."""
+        return check_decode({**dataclasses.asdict(self.cfg.decode), **overrides})
 
     @torch.no_grad()
     def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False, on_batch=None) -> list[str]:
         """Translations of `examples` (audio already loaded), in input order, batched by length.
         `on_batch(n)` is called after each batch of n clips (progress reporting)."""
+        decode = check_decode(decode)
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio), reverse=True)
         out: list[str | None] = [None] * len(examples)
         kwargs = generate_kwargs(decode, self.tokenizer)
@@ -137,10 +146,16 @@ class Translator:
         model.encoder.max_seconds are split into chunks whose outputs are joined.
         """
         from llast.audio import load_audio
+        from llast.errors import ConfigError
+        from llast.processor import language_name
 
+        if task not in ("translate", "transcribe"):
+            raise ConfigError(f"task: {task!r} is not one of translate, transcribe")
+        language_name(src), language_name(tgt)  # unknown codes fail here, before any audio is read
+        decode = self.decode_config(**decode_overrides)
+        max_s = check_chunk_seconds(chunk_seconds, self.cfg.model.encoder.max_seconds) or self.cfg.model.encoder.max_seconds
         single = isinstance(audio, (str, Path, np.ndarray))
         items = [audio] if single else list(audio)
-        max_s = min(chunk_seconds or self.cfg.model.encoder.max_seconds, self.cfg.model.encoder.max_seconds)
         examples, owner = [], []
         for k, item in enumerate(items):
             # Whole files are read (any length); long ones are split below, so no max_seconds here.
@@ -148,14 +163,20 @@ class Translator:
             for chunk in split_long(wav, max_s):
                 examples.append(Example(chunk, src, src if task == "transcribe" else tgt, task))
                 owner.append(k)
-        texts = self.generate(examples, self.decode_config(**decode_overrides), progress=progress)
+        texts = self.generate(examples, decode, progress=progress)
         joined = [" ".join(t for t, o in zip(texts, owner) if o == k and t) for k in range(len(items))]
         return joined[0] if single else joined
 
 
 def translate_cli(args, overrides: dict) -> int:
+    from llast.audio import audio_duration
     from llast.checkpoint import load_model
 
+    from llast.processor import language_name
+
+    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
+    for path in args.files:  # errors before the model is loaded
+        audio_duration(path)
     translator = load_model(args.model, dtype=args.dtype)
     tgt = args.src if args.task == "transcribe" else args.tgt
     texts = translator.translate(

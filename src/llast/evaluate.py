@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from llast.audio import load_audio
 from llast.config import DataSource, DecodeConfig
-from llast.data import Sample, read_source, transcription_of
+from llast.data import Sample, drop_empty, read_source, transcription_of
 from llast.errors import AudioError, ConfigError
 from llast.processor import Example
 
@@ -89,15 +89,30 @@ def data_source(spec: str, limit: int | None = None) -> DataSource:
     raise ConfigError(f"{spec}: expected a CoVoST .tsv, a .jsonl manifest or a MuST-C split folder")
 
 
-def group_sets(specs: list[str], task: str, limit: int | None) -> dict[tuple[str, str, str], list[Sample]]:
-    """Samples grouped by (src, tgt, task), from every --data spec."""
+def group_sets(
+    specs: list[str], task: str, limit: int | None, skipped: list[str] | None = None, empty: dict | None = None,
+) -> dict[tuple[str, str, str], list[Sample]]:
+    """Samples grouped by (src, tgt, task), from every --data spec. With a `skipped` list, clips whose
+    header cannot be read (or that are missing) are left out and their errors appended to it
+    (--skip-bad). Samples with an empty reference are always left out, with a warning, and counted
+    per set in `empty`."""
     sets: dict[tuple[str, str, str], list[Sample]] = {}
     for spec in specs:
-        for s in read_source(data_source(spec, limit)):
+        for s in read_source(data_source(spec, limit), skipped=skipped):
             if task == "transcribe" and s.task != "transcribe":
                 s = transcription_of(s)
             sets.setdefault((s.src_lang, s.tgt_lang, s.task), []).append(s)
+    for key, samples in sets.items():
+        sets[key], n = drop_empty(samples, f"{'-'.join(key[:2])}.{key[2]}")
+        if empty is not None and n:
+            empty[key] = empty.get(key, 0) + n
     return sets
+
+
+def set_name(src: str, tgt: str, task: str) -> str:
+    """The file-name stem of a set's outputs; codes were checked when read, and anything but letters,
+    digits and dashes is replaced all the same (names made from data never leave --out)."""
+    return re.sub(r"[^A-Za-z0-9-]", "_", f"{src}-{tgt}") + "." + re.sub(r"[^a-z]", "_", task)
 
 
 def _load(sample: Sample, max_seconds: float | None) -> np.ndarray:
@@ -146,18 +161,22 @@ class WhisperBaseline:
 
 
 def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_bad: bool = False,
-             max_seconds: float | None = 30.0, progress: bool = True, meta: dict | None = None) -> dict:
+             max_seconds: float | None = 30.0, progress: bool = True, meta: dict | None = None,
+             empty: dict | None = None) -> dict:
     """Decode every set with `generate(examples, on_batch=callback) -> texts`, score, and write OUT/.
 
     Results are written after every chunk and every set, so an error (a corrupt clip without
-    `skip_bad`) loses nothing already decoded; the error names the clip.
+    `skip_bad`) loses nothing already decoded; the error names the clip. `empty`: {(src, tgt, task):
+    samples left out for an empty reference}, reported per set as skipped_empty.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     scores: dict = {"meta": meta or {}, "sets": {}}
     score_file = out_dir / "score.json"
     for (src, tgt, task), samples in sets.items():
-        name = f"{src}-{tgt}.{task}"
+        name = set_name(src, tgt, task)
         files = {k: open(out_dir / f"{name}.{k}.txt", "w", encoding="utf-8") for k in ("hyp", "ref", "ids")}
         hyps, refs, skipped = [], [], []
         t0 = time.time()
@@ -181,9 +200,9 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                     examples.append(Example(audio, src, tgt, task))
                 texts = generate(examples, on_batch=bar.update) if examples else []
                 for s, t in zip(chunk, texts):
-                    files["hyp"].write(t.replace("\n", " ") + "\n")
-                    files["ref"].write(s.target_text + "\n")
-                    files["ids"].write(s.id + "\n")
+                    files["hyp"].write(_line(t) + "\n")  # one line per sample, whatever the text holds
+                    files["ref"].write(_line(s.target_text) + "\n")
+                    files["ids"].write(_line(s.id) + "\n")
                     hyps.append(t)
                     refs.append(s.target_text)
                 for f in files.values():
@@ -201,12 +220,17 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
         elapsed = time.time() - t0
         result = score(hyps, refs, tgt, task, lowercase) if hyps else {"n": 0}
         result.update(
-            skipped=len(skipped), skipped_samples=skipped[:50], decode_seconds=round(elapsed, 2),
+            skipped=len(skipped), skipped_samples=skipped[:50], skipped_empty=(empty or {}).get((src, tgt, task), 0),
+            decode_seconds=round(elapsed, 2),
             audio_seconds=round(audio_seconds, 2), real_time_factor=round(elapsed / max(audio_seconds, 1e-9), 4),
         )
         scores["sets"][name] = result
         score_file.write_text(json.dumps(scores, indent=2, ensure_ascii=False))
     return scores
+
+
+def _line(text: str) -> str:
+    return " ".join(text.splitlines())
 
 
 def print_scores(scores: dict) -> None:
@@ -218,9 +242,14 @@ def print_scores(scores: dict) -> None:
             line += f"  WER {r['wer']:.3f}  CER {r['cer']:.3f}"
         if r.get("skipped"):
             line += f"  (skipped {r['skipped']} unreadable clips)"
+        if r.get("skipped_empty"):
+            line += f"  (left out {r['skipped_empty']} empty references)"
         print(line)
         if "bleu_signature" in r:
             print(f"  {r['bleu_signature']}")
+    unreadable = scores.get("meta", {}).get("skipped_while_reading", 0)
+    if unreadable:
+        print(f"skipped {unreadable} clips whose audio is missing or unreadable while reading the data (--skip-bad)")
 
 
 def _load_translator(spec: str, dtype: str = "auto"):
@@ -232,23 +261,28 @@ def _load_translator(spec: str, dtype: str = "auto"):
 
         from llast.config import load_config
         from llast.decode import Translator
+        from llast.checkpoint import build_named_model
         from llast.lora import apply_lora
-        from llast.model import build_model
 
         cfg = load_config(spec)
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
-        model = build_model(cfg.model)
+        model = build_named_model(cfg.model)
         apply_lora(model, cfg.model)
         return Translator(model, cfg, dtype=dtype)
     return load_model(spec, dtype=dtype)
 
 
 def evaluate_cli(args, overrides: dict) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
     if args.baseline in ("cascade", "text"):
         return evaluate_llm_baseline(args, overrides)
     if args.model is None:
         raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
-    sets = group_sets(args.data, args.task, args.limit)
+    unreadable: list[str] | None = [] if args.skip_bad else None
+    empty: dict = {}
+    sets = group_sets(args.data, args.task, args.limit, skipped=unreadable, empty=empty)
     if args.baseline == "whisper":
         import dataclasses
 
@@ -272,7 +306,11 @@ def evaluate_cli(args, overrides: dict) -> int:
                 "dtype": str(next(translator.model.parameters()).dtype)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
-    scores = evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad, max_seconds=max_seconds, meta=meta)
+    if unreadable:
+        meta["skipped_while_reading"] = len(unreadable)
+        meta["skipped_while_reading_samples"] = unreadable[:50]
+    scores = evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad, max_seconds=max_seconds,
+                      meta=meta, empty=empty)
     print_scores(scores)
     print(f"wrote {Path(args.out) / 'score.json'}")
     return 0

@@ -27,13 +27,12 @@ import torch
 from tqdm import tqdm
 
 from llast.audio import SAMPLE_RATE
-from llast.checkpoint import load_weights, save_checkpoint
-from llast.config import Config
+from llast.checkpoint import build_named_model, clean_leftovers, load_weights, save_checkpoint
+from llast.config import Config, validate
 from llast.features import build_cache, check_cacheable, pad_states
 from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
 from llast.errors import CheckpointError, DataError
 from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable, trainable_parameters
-from llast.model import build_model
 from llast.processor import Example, build_processor
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -98,13 +97,19 @@ def make_sampler(cfg: Config, samples, num_replicas: int = 1, rank: int = 0, shu
     )
 
 
-def find_latest_checkpoint(out_dir: Path) -> Path | None:
+def checkpoints_newest_first(out_dir: Path) -> list[Path]:
+    """The resumable checkpoints of `out_dir` (written completely: llast.json and trainer_state.pt), newest first."""
     found = []
     for p in out_dir.glob("checkpoint-*"):
         m = _CKPT.match(p.name)
         if m and (p / "llast.json").is_file() and (p / "trainer_state.pt").is_file():
             found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(out_dir: Path) -> Path | None:
+    found = checkpoints_newest_first(out_dir)
+    return found[0] if found else None
 
 
 def _rng_state() -> dict:
@@ -136,7 +141,7 @@ def load_trainer_state(path: Path) -> dict:
     A file that holds anything else (a crafted pickle, or one written before llast stored RNG states
     as tensors) is refused with a CheckpointError, never executed."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -145,6 +150,48 @@ def load_trainer_state(path: Path) -> dict:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read the trainer state (truncated or corrupt?): {e}") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a llast trainer state (missing {', '.join(missing)})")
+    return state
+
+
+_STATE_KEYS = ("optimizer", "scheduler", "step", "epoch", "batches_done", "rng")
+
+
+def load_resume_point(model, out_dir: Path, resume: str, say) -> tuple[Path | None, dict | None]:
+    """(checkpoint, its trainer state) to resume from, with its weights loaded into `model`; (None, None)
+    to start afresh. resume="auto": the newest checkpoint of `out_dir` that reads back completely; one
+    that does not (a truncated trainer_state.pt or safetensors file) is passed over with a warning.
+    Any other value names a checkpoint, which must read back."""
+    if resume != "auto":
+        ckpt = Path(resume)
+        if not ckpt.is_dir():
+            raise CheckpointError(f"{ckpt}: checkpoint directory not found; cannot resume training from it")
+        if not (ckpt / "trainer_state.pt").is_file():
+            raise CheckpointError(f"{ckpt}: no trainer_state.pt; cannot resume training from it")
+        state = load_trainer_state(ckpt / "trainer_state.pt")
+        load_weights(model, ckpt)
+        return ckpt, state
+    candidates = checkpoints_newest_first(out_dir)
+    errors = []
+    for ckpt in candidates:
+        try:
+            state = load_trainer_state(ckpt / "trainer_state.pt")
+            load_weights(model, ckpt)  # strict: every tensor is overwritten, also after a failed newer one
+        except CheckpointError as e:
+            errors.append(str(e))
+            say(f"[train] warning: cannot resume from {ckpt.name} ({e}); trying the previous checkpoint")
+            continue
+        if errors:
+            say(f"[train] warning: resuming from {ckpt.name}, the newest checkpoint that reads back completely")
+        return ckpt, state
+    if errors:
+        raise CheckpointError(
+            f"{out_dir}: none of its {len(errors)} checkpoints reads back (newest: {errors[0]}); "
+            "move them away to start again, or resume from one with --resume PATH"
+        )
+    return None, None
 
 
 def _seed_all(seed: int) -> None:
@@ -198,33 +245,57 @@ def _mixed_precision(setting: str) -> str:
 
 
 class _Logger:
-    """JSONL + TensorBoard, main process only."""
+    """JSONL + TensorBoard, main process only. One record per step: on a resume from step N, the
+    records of steps after N (logged by the interrupted run, about to be logged again) and a line cut
+    off by a kill are dropped, and TensorBoard's events are rewritten from the records kept."""
 
-    def __init__(self, out_dir: Path, enabled: bool):
+    def __init__(self, out_dir: Path, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             path = out_dir / "log.jsonl"
-            torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+            kept = _kept_records(path, start_step)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, path)
             self.jsonl = open(path, "a")
-            if torn:  # a killed run's last line was cut off: keep the records after it on lines of their own
-                self.jsonl.write("\n")
+            shutil.rmtree(out_dir / "tb", ignore_errors=True)
             self.tb = SummaryWriter(str(out_dir / "tb"))
+            for record in kept:
+                self._scalars(record)
+
+    def _scalars(self, record: dict) -> None:
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, record["step"])
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        for k, v in record.items():
-            if k != "step" and isinstance(v, (int, float)):
-                self.tb.add_scalar(k, v, record["step"])
+        self._scalars(record)
 
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()
             self.tb.close()
+
+
+def _kept_records(path: Path, start_step: int) -> list[dict]:
+    """The records of log.jsonl up to `start_step`, in order; lines that do not parse (cut off by a kill) dropped."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= start_step:
+            kept.append(record)
+    return kept
 
 
 @torch.no_grad()
@@ -288,8 +359,11 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    validate(cfg)  # also for a Config built or changed in Python
     tc = cfg.train
     out_dir = Path(tc.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"train.out_dir: {out_dir} exists and is not a folder")
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.model.adaptor_only_steps > 0 else []
     # Accelerate sets up multi-process CPU training (gloo) only when told `cpu=True`; without it every
     # process of a GPU-less `torchrun` would think it is the only one (and all would write out_dir).
@@ -335,7 +409,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     say(f"[train] {len(samples)} training samples, {sum(s.duration or 0 for s in samples) / 3600:.2f} h of audio")
 
     # ---------------------------------------------------------------- model
-    model = build_model(cfg.model)
+    model = build_named_model(cfg.model)  # an unloadable model name: a ConfigError naming its key
     apply_lora(model, cfg.model)
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
@@ -390,16 +464,14 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         )
 
     # ---------------------------------------------------------------- resume (weights)
+    if main:  # leftovers of a killed save: .old put back or removed, .tmp removed (before choosing a checkpoint)
+        for what in clean_leftovers(out_dir):
+            say(f"[train] {what} (left by an interrupted save)")
+    accelerator.wait_for_everyone()
     step, epoch, batches_done = 0, 0, 0
-    ckpt = None
-    if resume not in ("no", "none", ""):
-        ckpt = find_latest_checkpoint(out_dir) if resume == "auto" else Path(resume)
-        if ckpt is not None and not ckpt.is_dir():
-            raise CheckpointError(f"{ckpt}: checkpoint directory not found; cannot resume training from it")
-        if ckpt is not None and not (ckpt / "trainer_state.pt").is_file():
-            raise CheckpointError(f"{ckpt}: no trainer_state.pt; cannot resume training from it")
-    if ckpt is not None:  # into the plain module, before any engine shards or casts it
-        load_weights(model, ckpt)
+    ckpt, state = None, None
+    if resume not in ("no", "none", ""):  # into the plain module, before any engine shards or casts it
+        ckpt, state = load_resume_point(model, out_dir, resume, say)
 
     engine = _engine(accelerator)
     if engine == "fsdp" and tc.eval_bleu and tc.eval_every:
@@ -415,7 +487,6 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
 
     # ---------------------------------------------------------------- resume (optimizer, schedule, RNG, data)
     if ckpt is not None:
-        state = load_trainer_state(ckpt / "trainer_state.pt")
         if engine == "deepspeed":
             if not (ckpt / "engine").is_dir():
                 raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
@@ -429,7 +500,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             set_optimizer_state_dict(model, optimizer.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
         else:
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise CheckpointError(f"{ckpt / 'trainer_state.pt'}: the optimizer state does not fit this model: {e}") from None
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
         saved_world = state.get("num_processes", 1)
@@ -443,11 +517,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     else:
         _seed_all(tc.seed + rank)  # dropout masks differ between ranks
     out_dir.mkdir(parents=True, exist_ok=True)
-    if main:  # temporaries of a save that was killed (never taken for checkpoints: see _CKPT)
-        for p in out_dir.glob("*.tmp"):
-            if p.is_dir() and (p.name.startswith("checkpoint-") or p.name == "final.tmp"):
-                shutil.rmtree(p, ignore_errors=True)
-    logger = _Logger(out_dir, main)
+    logger = _Logger(out_dir, main, start_step=step)
 
     def save(path: Path, with_state: bool) -> None:
         """A checkpoint at `path` (all ranks call this: gathering sharded state is a collective)."""
