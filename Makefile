@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TEST_MODELS := whisper-base whisper-tiny.en smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct
 DEMO_MODELS := whisper-base smollm2-135m-instruct
 
-.PHONY: setup models test test-fast demo bench clean
+.PHONY: setup models test test-fast demo bench model clean
 
 $(VENV)/.setup-stamp: pyproject.toml constraints.txt scripts/setup.sh
 	bash scripts/setup.sh
@@ -27,6 +27,15 @@ demo: setup
 
 bench: setup
 	bash bench/run_cpu.sh
+
+# Rebuild the shipped llast-mini from scratch (hours on a 2-core CPU; resumable: run it again after a stop).
+# Stage 1: CTC adaptor pre-training (configs/mini-ctc.yaml); stage 2: the LLaST loss (configs/mini-long.yaml).
+model: setup
+	$(LLAST) models prepare whisper-base qwen2.5-coder-0.5b-instruct
+	$(LLAST) data synth --out data/synth4 --directions de-en,fr-en,es-en,it-en --train 2000 --dev 40 --test 100
+	$(LLAST) train configs/mini-ctc.yaml
+	$(LLAST) train configs/mini-long.yaml
+	$(LLAST) export --ship --model runs/mini-long/final --out src/llast/shipped/llast-mini
 
 clean:
 	rm -rf $(VENV) runs

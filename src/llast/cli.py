@@ -259,11 +259,18 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="merge LoRA into the base models and write a standalone checkpoint")
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--out", required=True)
+    p.add_argument("--ship", action="store_true",
+                   help="instead: the trainable weights only, in bf16, no trainer state (how llast-mini is shipped)")
 
 
 def _run_export(args) -> int:
     from llast import checkpoint
 
+    if args.ship:
+        out = checkpoint.ship_checkpoint(args.model, args.out)
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        print(f"wrote {out} ({size / 1e6:.1f} MB: trainable weights in bf16; the base models load by name)")
+        return 0
     out = checkpoint.export_merged(args.model, args.out)
     print(f"wrote merged model to {out}")
     return 0

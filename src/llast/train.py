@@ -469,6 +469,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             say(f"[train] {what} (left by an interrupted save)")
     accelerator.wait_for_everyone()
     step, epoch, batches_done = 0, 0, 0
+    seen = 0.0  # training samples this rank has taken part in (the learning curves' x axis)
     ckpt, state = None, None
     if resume not in ("no", "none", ""):  # into the plain module, before any engine shards or casts it
         ckpt, state = load_resume_point(model, out_dir, resume, say)
@@ -506,6 +507,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 raise CheckpointError(f"{ckpt / 'trainer_state.pt'}: the optimizer state does not fit this model: {e}") from None
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
+        seen = state.get("samples_seen", 0.0) / world  # this rank's share
         saved_world = state.get("num_processes", 1)
         if saved_world != world:
             say(f"[train] warning: {ckpt} was written by {saved_world} processes, resuming on {world}: "
@@ -543,6 +545,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                 "optimizer": optim, "scheduler": scheduler.state_dict(), "step": step,
                 "epoch": epoch + 1 if at_end else epoch, "batches_done": 0 if at_end else batches_done,
                 "rng": rng, "num_processes": world,
+                "samples_seen": accelerator.reduce(torch.tensor(float(seen), device=device), "sum").item(),
             }
         if main:
             save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state, state_dict=weights,
@@ -609,6 +612,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                     window["micro"] += 1
                     window["audio"] += meta["audio_seconds"]
                     window["samples"] += meta["n_samples"]
+                    seen += meta["n_samples"]
             if not sync:
                 continue
             if tc.grad_clip > 0 and engine != "deepspeed":
@@ -627,6 +631,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
                     "step": step, "epoch": epoch, "loss": round(loss_mean, 5), "lr": scheduler.get_last_lr()[0],
                     "audio_sec_per_sec": round(audio / dt, 3), "samples_per_sec": round(n_samp / dt, 3),
                     "elapsed_s": round(time.time() - start, 1), "stage": "adaptor" if adaptor_only else "all",
+                    "samples_seen": int(accelerator.reduce(torch.tensor(float(seen), device=device), "sum").item()),
                 }
                 logger.log(record)
                 bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{record['lr']:.2e}", aps=f"{record['audio_sec_per_sec']:.1f}")
