@@ -52,7 +52,7 @@ def test_params_prints_trainable_counts(tiny_dirs, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"model": {"encoder": {"name": str(tiny_dirs["whisper"])}, "llm": {"name": str(tiny_dirs["llama"]), "lora": {"enabled": False}}}}))
     assert main(["params", str(cfg)]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    rows = {line.split()[0]: line.split()[1:] for line in out.split("\n\n")[0].splitlines()[1:]}  # the first table
     assert rows["llm"][0] == "0" and rows["encoder"][0] != "0" and rows["adaptor"][0] == rows["adaptor"][1]
 
 

@@ -142,6 +142,7 @@ def test_memory_plan_matches_measured_peak(tmp_path, checkpointing):
     r = json.loads(run.stdout.strip().splitlines()[-1])
     assert r["probe_tokens"] == r["llm_tokens"]
     assert r["planned"] > 50e6  # big enough for resident-memory noise not to matter
+    print(f"measured / planned = {r['measured'] / r['planned']:.3f} ({r['measured'] / 1e6:.0f} / {r['planned'] / 1e6:.0f} MB)")
     assert 0.8 < r["measured"] / r["planned"] < 1.25, r
 
 

@@ -47,7 +47,8 @@ class ActivationProbe:
 
     saved: int = 0  # everything saved for backward
     blocks: list = field(default_factory=list)  # (part, saved bytes, input bytes) per transformer block
-    encoder_frames: int = 0
+    encoder_run: int = 0  # frames the encoder computes (1500 with a 30 s pad)
+    encoder_frames: int = 0  # frames handed on to the adaptor
     llm_tokens: int = 0
 
     def peak(self, part_checkpointed: dict[str, bool]) -> int:
@@ -157,6 +158,7 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
                 states = _whisper_encode_variable(_unwrap(model.encoder), x, torch.tensor([n_samples // 160], device="meta"))
             else:
                 states = model.encoder(x).last_hidden_state
+            probe.encoder_run = states.shape[1]
             probe.encoder_frames = int(encoder_frames(n_samples, model.encoder_config, cfg.model))
             audio = model.adaptor(states[:, : probe.encoder_frames])
             n_audio = int(audio_embed_length(n_samples, model.encoder_config, cfg.model))
@@ -240,7 +242,7 @@ def plan(cfg: Config, engines=ENGINES, gpus: int = 8, gpu_mem_gb: float = 80.0, 
                                                                   "llm": cfg.model.llm.gradient_checkpointing}),
                   "all": probe.peak({"encoder": True, "llm": True})}
     out = {"batch": batch, "gpus": gpus, "gpu_mem_gb": gpu_mem_gb, "usable": usable, "sizes": sizes,
-           "encoder_frames": probe.encoder_frames, "llm_tokens": probe.llm_tokens, "per_sample": per_sample,
+           "encoder_run": probe.encoder_run, "encoder_frames": probe.encoder_frames, "llm_tokens": probe.llm_tokens, "per_sample": per_sample,
            "act_dtype": str(act_dtype).replace("torch.", ""), "engines": {}}
     for engine in engines:
         static = static_bytes(sizes, engine, gpus, _DTYPE_BYTES[cfg.model.dtype])
@@ -254,8 +256,9 @@ def plan(cfg: Config, engines=ENGINES, gpus: int = 8, gpu_mem_gb: float = 80.0, 
 def format_plan(p: dict, config_name: str) -> str:
     gb = lambda b: f"{b / 1e9:8.2f}"  # noqa: E731
     sz = p["sizes"]
-    lines = [f"{config_name}: {p['gpus']} x {p['gpu_mem_gb']:g} GB, batch {p['batch']} per GPU, clip -> "
-             f"{p['encoder_frames']} encoder frames, {p['llm_tokens']} LLM tokens; activations in {p['act_dtype']}",
+    lines = [f"{config_name}: {p['gpus']} x {p['gpu_mem_gb']:g} GB, batch {p['batch']} per GPU; per clip the encoder "
+             f"runs {p['encoder_run']} frames, hands on {p['encoder_frames']}, the LLM gets {p['llm_tokens']} tokens; "
+             f"activations in {p['act_dtype']}",
              f"parameters: {sz['frozen']:,} frozen, {sz['trainable']:,} trainable (LoRA + adaptor)",
              f"activations per sample: {gb(p['per_sample']['none'])} GB without gradient checkpointing, "
              f"{gb(p['per_sample']['all'])} GB with it (encoder and LLM), {gb(p['per_sample']['config'])} GB as configured",

@@ -7,6 +7,7 @@ L tokens, D encoder width, H LLM hidden size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -462,7 +463,7 @@ def random_modules(cfg: ModelConfig, dtype: torch.dtype, device=None) -> tuple[n
     llm_config = AutoConfig.from_pretrained(kept_config_dir(cfg.llm.name))
     default = torch.get_default_dtype()
     try:  # drawn directly in `dtype`: no full-precision copy of a 13B model on the way
-        with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+        with torch.random.fork_rng(devices=[]), torch.device(device) if device is not None else contextlib.nullcontext():
             torch.manual_seed(0)
             torch.set_default_dtype(dtype if dtype.is_floating_point else default)
             if encoder_family(enc_config) == "whisper":
@@ -571,7 +572,7 @@ def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Modu
     llm = llm if llm is not None else load_llm(cfg.llm.name, dtype)
     enc_config = _unwrap(encoder).config
     in_dim = enc_config.d_model if encoder_family(enc_config) == "whisper" else enc_config.hidden_size
-    with torch.device(device or "cpu"):
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         adaptor = build_adaptor(cfg.adaptor, in_dim, llm.config.get_text_config().hidden_size)
     model = LLaST(encoder, adaptor, llm, cfg)
     if cfg.encoder.gradient_checkpointing:
