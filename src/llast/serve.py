@@ -84,9 +84,10 @@ class ServeOptions:
 class RequestError(Exception):
     """An error the client can fix: HTTP `status`, and the form field it concerns (OpenAI's `param`)."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None,
+                 kind: str = "invalid_request_error"):
         super().__init__(message)
-        self.status, self.param, self.headers = status, param, headers or {}
+        self.status, self.param, self.headers, self.kind = status, param, headers or {}, kind
 
 
 @dataclass(eq=False)
@@ -175,8 +176,9 @@ class Batcher:
                     self.cond.wait()
                 if self._stop:
                     return
-                if self.pending_segments() < self.decode.batch_size:
-                    self.cond.wait(self.max_wait)  # let concurrent requests join this batch
+                deadline = time.monotonic() + self.max_wait  # let concurrent requests join this batch
+                while not self._stop and self.pending_segments() < self.decode.batch_size and time.monotonic() < deadline:
+                    self.cond.wait(deadline - time.monotonic())
             batch = self._take()
             if batch:
                 t0 = time.monotonic()
@@ -294,7 +296,8 @@ class BodyLimits:
 
         body = json.dumps(_error_body(message)).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -360,7 +363,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
 
     @app.exception_handler(RequestError)
     async def _request_error(request, exc: RequestError):
-        return JSONResponse(_error_body(str(exc), exc.param), status_code=exc.status, headers=exc.headers)
+        return JSONResponse(_error_body(str(exc), exc.param, exc.kind), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
@@ -392,6 +395,9 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
                 segments = future.result()
             except AudioError as e:
                 raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
+            except Exception as e:  # noqa: BLE001 - a decoding failure of this request alone
+                log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
+                raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
         finally:
             os.unlink(path)
         duration = job.plan[-1].end if job.plan else 0.0
