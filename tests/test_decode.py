@@ -10,7 +10,6 @@ import torch
 import tiny
 from llast.checkpoint import load_model, save_checkpoint
 from llast.cli import main
-from llast.decode import Translator
 from llast.errors import AudioError
 from llast.evaluate import bleu_tokenizer, evaluate, group_sets, score
 from llast.lora import apply_lora

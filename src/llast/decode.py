@@ -9,7 +9,6 @@ segments by llast.segment (Silero VAD); their translations are joined, or return
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 

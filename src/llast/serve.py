@@ -100,6 +100,7 @@ class Job:
     plan: list[Segment]
     path: str | None = None  # segments are read from here when needed (long audio) ...
     wav: np.ndarray | None = None  # ... or the whole clip is already in memory (short audio)
+    seconds: float = 0.0  # length of the audio
     texts: list = field(default_factory=list)
     next: int = 0  # next segment to put into a batch
     done: int = 0
@@ -328,8 +329,8 @@ def _plan_job(path: str, src: str, tgt: str, task: str, seg_opts: SegmentOptions
         plan = plan_segments(path, seg_opts, max_samples=opts.max_input_samples)
         if len(plan) == 1 and plan[0].start == 0.0:  # within the model's limit: decoded as one clip
             wav = load_audio(path, max_samples=opts.max_input_samples)
-            return Job(src, tgt, task, plan, wav=wav)
-        return Job(src, tgt, task, plan, path=path)
+            return Job(src, tgt, task, plan, wav=wav, seconds=seconds)
+        return Job(src, tgt, task, plan, path=path, seconds=seconds)
     except LlastError as e:
         message = str(e).replace(path, "uploaded file")
         raise RequestError(413 if "limit" in message else 400, message, "file") from None
@@ -346,20 +347,58 @@ def _response(segments: list[Segment], fmt: str, task: str, src: str, duration: 
     return PlainTextResponse(render(segments, fmt), media_type=f"{media}; charset=utf-8")
 
 
-def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOptions | None = None):
-    """The FastAPI application around `translator` (llast.decode.Translator); its Batcher is app.state.batcher."""
+async def _handle(ctx: dict, request: Request, task: str, file, model, language, response_format):
+    """One request: check the fields, save and segment the upload, wait for its segments, answer."""
+    opts, batcher = ctx["opts"], ctx["batcher"]
+    t0 = time.monotonic()
+    src = language or opts.default_src
+    if not src:
+        raise RequestError(400, "language: the source language is required (this server has no --default-src)", "language")
+    try:
+        language_name(src)
+    except LlastError as e:
+        raise RequestError(400, f"language: {e}", "language") from None
+    tgt = src if task == "transcribe" else opts.tgt
+    path = await run_in_threadpool(_save_upload, file, ctx["max_bytes"])
+    try:
+        job = await run_in_threadpool(_plan_job, path, src, tgt, task, ctx["seg_opts"], opts)
+        future = asyncio.wrap_future(batcher.submit(job))
+        while not (await asyncio.wait({future}, timeout=0.25))[0]:
+            if await request.is_disconnected():
+                batcher.cancel(job)
+                future.cancel()
+                log.info("%s %s: client disconnected; %d segments dropped", request.client, request.url.path, len(job.plan))
+                return JSONResponse(_error_body("client disconnected"), status_code=499)
+        try:
+            segments = future.result()
+        except AudioError as e:
+            raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
+        except Exception as e:  # noqa: BLE001 - a decoding failure of this request alone
+            log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
+            raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
+    finally:
+        os.unlink(path)
+    duration = job.seconds
+    log.info("%s %s model=%s src=%s format=%s: %d segments, %.1f s of audio, %.2f s",
+             request.client, request.url.path, model, src, response_format, len(segments), duration, time.monotonic() - t0)
+    return _response(segments, response_format, task, src, duration)
 
+
+def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOptions | None = None):
+    """The ASGI application: FastAPI around `translator` (llast.decode.Translator), inside BodyLimits.
+    The FastAPI app and its Batcher are the result's `.fastapi` and `.batcher`."""
     opts = opts or ServeOptions()
     seg_opts = seg_opts or translator.segment_options()
     batcher = Batcher(translator, opts.max_wait_ms, opts.max_queue)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         batcher.stop()
 
     app = FastAPI(title="llast", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
-    app.state.batcher = batcher
     max_bytes = int(opts.max_upload_mb * 1024 * 1024)
+    ctx = {"opts": opts, "seg_opts": seg_opts, "batcher": batcher, "max_bytes": max_bytes}
 
     @app.exception_handler(RequestError)
     async def _request_error(request, exc: RequestError):
@@ -371,40 +410,6 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
         return JSONResponse(_error_body(f"{param or 'request'}: {first['msg']}", param), status_code=422)
 
-    async def handle(request: Request, task: str, file, model, language, response_format):
-        t0 = time.monotonic()
-        src = language or opts.default_src
-        if not src:
-            raise RequestError(400, "language: the source language is required (this server has no --default-src)", "language")
-        try:
-            language_name(src)
-        except LlastError as e:
-            raise RequestError(400, f"language: {e}", "language") from None
-        tgt = src if task == "transcribe" else opts.tgt
-        path = await run_in_threadpool(_save_upload, file, max_bytes)
-        try:
-            job = await run_in_threadpool(_plan_job, path, src, tgt, task, seg_opts, opts)
-            future = asyncio.wrap_future(batcher.submit(job))
-            while not (await asyncio.wait({future}, timeout=0.25))[0]:
-                if await request.is_disconnected():
-                    batcher.cancel(job)
-                    future.cancel()
-                    log.info("%s %s: client disconnected; %d segments dropped", request.client, request.url.path, len(job.plan))
-                    return JSONResponse(_error_body("client disconnected"), status_code=499)
-            try:
-                segments = future.result()
-            except AudioError as e:
-                raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
-            except Exception as e:  # noqa: BLE001 - a decoding failure of this request alone
-                log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
-                raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
-        finally:
-            os.unlink(path)
-        duration = job.plan[-1].end if job.plan else 0.0
-        log.info("%s %s model=%s src=%s format=%s: %d segments, %.1f s of audio, %.2f s",
-                 request.client, request.url.path, model, src, response_format, len(segments), duration, time.monotonic() - t0)
-        return _response(segments, response_format, task, src, duration)
-
     def endpoint(task: str):
         async def audio_endpoint(
             request: Request,
@@ -415,7 +420,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
             response_format: ResponseFormat = Form("json"),
             temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is deterministic"),
         ):
-            return await handle(request, task, file, model, language, response_format)
+            return await _handle(ctx, request, task, file, model, language, response_format)
 
         return audio_endpoint
 
