@@ -83,9 +83,17 @@ def test_min_silence_merges_short_pauses():
 
 
 def test_long_recording_without_speech_has_no_segments(tmp_path):
+    import torch
+
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "hum.wav", (0.01 * rng.standard_normal(40 * 16000)).astype(np.float32), 16000)
-    assert plan_segments(tmp_path / "hum.wav", SegmentOptions(max_seconds=30)) == []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert plan_segments(tmp_path / "hum.wav", SegmentOptions(max_seconds=30)) == []
+        assert torch.get_num_threads() == 2  # silero_vad sets 1 on import; segmentation leaves the count alone
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_stream_audio_reads_in_bounded_blocks_and_matches_load_audio(tmp_path):

@@ -75,16 +75,22 @@ class SegmentOptions:
 _local = threading.local()
 
 
+def _silero():
+    """The silero_vad module. Importing it sets torch's thread count to 1; the count is restored."""
+    threads = torch.get_num_threads()
+    import silero_vad
+
+    torch.set_num_threads(threads)
+    return silero_vad
+
+
 def _vad_model():
     """Silero VAD (TorchScript, shipped in the wheel), one per thread: it carries recurrent state."""
     model = getattr(_local, "model", None)
     if model is None:
         threads = torch.get_num_threads()
-        from silero_vad import load_silero_vad  # importing it sets torch's thread count to 1
-
-        model = load_silero_vad(onnx=False)
+        model = _local.model = _silero().load_silero_vad(onnx=False)
         torch.set_num_threads(threads)
-        _local.model = model
     return model
 
 
@@ -114,9 +120,7 @@ def speech_probs(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
 
 def segments_from_probs(probs: np.ndarray, n_samples: int, opts: SegmentOptions) -> list[Segment]:
     """Speech segments (seconds) from per-frame probabilities, each at most `opts.max_seconds` long."""
-    from silero_vad import get_speech_timestamps_from_probs
-
-    spans = get_speech_timestamps_from_probs(
+    spans = _silero().get_speech_timestamps_from_probs(
         probs.tolist(), sampling_rate=SAMPLE_RATE, threshold=opts.threshold,
         min_speech_duration_ms=int(opts.min_speech * 1000), max_speech_duration_s=opts.max_seconds,
         min_silence_duration_ms=int(opts.min_silence * 1000), speech_pad_ms=int(opts.pad * 1000),
