@@ -20,7 +20,7 @@ from llast.config import Config, DecodeConfig
 from llast.processor import Example, build_processor
 from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
 
-WINDOW_SECONDS = 600.0  # translate_segments loads this much segment audio at a time (~38 MB at 16 kHz)
+WINDOW_SECONDS = 300.0  # translate_segments loads this much segment audio at a time (~19 MB at 16 kHz)
 
 
 def generate_kwargs(decode: DecodeConfig, tokenizer) -> dict:
@@ -134,6 +134,7 @@ class Translator:
                 examples = [Example(segment_audio(sources[a], plans[a][b]), src, tgt, task) for a, b in window]
                 for key, text in zip(window, self.generate(examples, decode, on_batch=bar.update)):
                     texts[key] = text
+                del examples  # before the next window is read: one window of audio in memory, not two
                 window, seconds = [], 0.0
         bar.close()
         return [[dataclasses.replace(seg, text=texts[(k, i)]) for i, seg in enumerate(plan)] for k, plan in enumerate(plans)]
