@@ -150,6 +150,9 @@ def test_cli_translate_formats(ckpt, tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["clip.vtt", "talk.vtt"]
     assert main([*base, "--min-silence", "-1", str(clip)]) == 1
     assert "min_silence" in capsys.readouterr().err
+    for bad in ("0.01", "-5"):
+        assert main([*base[:-2], "--chunk-seconds", bad, str(clip)]) == 1
+        assert "--chunk-seconds" in capsys.readouterr().err
 
 
 def test_evaluate_scores_a_long_clip_by_its_segments(short_limit, tmp_path):

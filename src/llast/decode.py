@@ -112,10 +112,10 @@ class Translator:
         """Segmentation for this model: segments of at most model.encoder.max_seconds (or `chunk_seconds`,
         if smaller); `changes` set min_silence, pad, min_speech, threshold."""
         limit = self.cfg.model.encoder.max_seconds
-        if chunk_seconds is not None and not 0 < chunk_seconds:
+        if chunk_seconds is not None and not 1 <= chunk_seconds <= 3600:
             from llast.errors import ConfigError
 
-            raise ConfigError(f"chunk_seconds must be positive, got {chunk_seconds}")
+            raise ConfigError(f"chunk_seconds (--chunk-seconds) must be 1 to 3600 seconds, got {chunk_seconds}")
         return SegmentOptions(max_seconds=min(chunk_seconds or limit, limit), **changes)
 
     def translate_segments(self, sources: list, plans: list[list[Segment]], src: str, tgt: str, task: str,
@@ -175,6 +175,7 @@ def translate_cli(args, overrides: dict) -> int:
     fmt = "json" if args.json else args.format
     if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
         raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
+    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
     translator = _load_translator(args.model, args.dtype)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
