@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -90,12 +89,28 @@ def main() -> None:
     expected = dict(zip(clips, translator.translate(clips, src=a.src)))
     server = subprocess.Popen([sys.executable, "-m", "llast.cli", "serve", "--model", a.model, "--port", str(a.port),
                                "--dtype", "float32", "--read-timeout", "10", "--default-src", a.src],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = server.stdout.readline()
-    while "llast serve:" not in line:
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_until_up(server, a.port)
+        report = run_load(a, server, clips, expected)
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(json.dumps(report, indent=1))
+
+
+def wait_until_up(server, port: int) -> None:
+    while True:
         if server.poll() is not None:
-            sys.exit(f"server did not start: {line}")
-        line = server.stdout.readline()
+            sys.exit(f"server did not start (exit status {server.returncode})")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def run_load(a, server, clips, expected) -> dict:
     url = f"http://127.0.0.1:{a.port}/v1/audio/translations"
     stalled = []
     for _ in range(20):
@@ -131,6 +146,8 @@ def main() -> None:
         health = json.loads(r.read())
     report = {
         "requests": len(jobs), "valid_short": len(good), "valid_short_right_text": right,
+        "valid_short_other": [{"file": x.name, "status": code, "got": body[:200], "expected": expected[x]}
+                              for x, (code, body, _) in good if code != 200 or json.loads(body)["text"] != expected[x]],
         "invalid": sum(1 for k, _ in jobs if k == "bad"), "invalid_status_codes": bad_codes,
         "long_10min_status": long_codes, "stalled_clients": len(stalled), "stalled_replies": sorted(set(stalled_replies)),
         "short_latency_s_median": round(float(np.median([r[2] for _, r in good])), 2),
@@ -139,12 +156,9 @@ def main() -> None:
         "wall_s": round(total, 1), "server_peak_rss_mb": round(peak_rss_mb(server.pid), 1),
         "server_up": alive and health["status"] == "ok", "batches_run": health["batches_run"],
     }
-    print(json.dumps(report, indent=1))
     for s in stalled:
         s.close()
-    server.terminate()
-    server.wait(30)
-    os._exit(0)
+    return report
 
 
 if __name__ == "__main__":
