@@ -95,8 +95,9 @@ def _vad_model():
 
 
 @torch.inference_mode()
-def speech_probs(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Speech probability of every 32 ms frame of a 16 kHz stream given in blocks.
+def speech_probs(blocks: Iterable[np.ndarray], cancel: threading.Event | None = None) -> tuple[np.ndarray, int]:
+    """Speech probability of every 32 ms frame of a 16 kHz stream given in blocks. Setting `cancel`
+    stops it (InterruptedError) at the next block.
 
     Returns (probs, n_samples): probs shape = (ceil(n_samples / WINDOW),) float32.
     """
@@ -106,6 +107,8 @@ def speech_probs(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
     rest = np.zeros(0, np.float32)
     n = 0
     for block in blocks:
+        if cancel is not None and cancel.is_set():
+            raise InterruptedError("segmentation cancelled")
         n += len(block)
         x = np.concatenate([rest, block]) if len(rest) else block
         k = len(x) // WINDOW * WINDOW
@@ -143,7 +146,7 @@ def _array(audio) -> np.ndarray:
 
 
 def segment(audio, opts: SegmentOptions, offset: float = 0.0, duration: float | None = None,
-            max_samples: int | None = MAX_INPUT_SAMPLES) -> list[Segment]:
+            max_samples: int | None = MAX_INPUT_SAMPLES, cancel: threading.Event | None = None) -> list[Segment]:
     """Speech segments of `audio` (a path, read in blocks; or a (S,) 16 kHz array), times relative to
     `offset`. An array is segmented in place (it is already in memory)."""
     if isinstance(audio, (str, Path)):
@@ -151,12 +154,12 @@ def segment(audio, opts: SegmentOptions, offset: float = 0.0, duration: float | 
     else:
         wav = _array(audio)
         blocks = (wav[i : i + SAMPLE_RATE * 20] for i in range(0, len(wav), SAMPLE_RATE * 20))
-    probs, n = speech_probs(blocks)
+    probs, n = speech_probs(blocks, cancel)
     return segments_from_probs(probs, n, opts)
 
 
 def plan_segments(audio, opts: SegmentOptions, offset: float = 0.0, duration: float | None = None,
-                  max_samples: int | None = MAX_INPUT_SAMPLES) -> list[Segment]:
+                  max_samples: int | None = MAX_INPUT_SAMPLES, cancel: threading.Event | None = None) -> list[Segment]:
     """The segments to decode: the whole clip if it is at most `opts.max_seconds`, else `segment()`.
 
     A long recording with no speech gives no segments (an empty translation)."""
@@ -166,7 +169,7 @@ def plan_segments(audio, opts: SegmentOptions, offset: float = 0.0, duration: fl
         total = len(_array(audio)) / SAMPLE_RATE
     if total <= opts.max_seconds + 1e-3:
         return [Segment(0.0, round(total, 3))]
-    return segment(audio, opts, offset=offset, duration=duration, max_samples=max_samples)
+    return segment(audio, opts, offset=offset, duration=duration, max_samples=max_samples, cancel=cancel)
 
 
 def segment_audio(audio, seg: Segment, offset: float = 0.0, max_samples: int | None = MAX_INPUT_SAMPLES) -> np.ndarray:

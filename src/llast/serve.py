@@ -3,7 +3,7 @@
     POST /v1/audio/translations     multipart: file, model, language, prompt, response_format, temperature
     POST /v1/audio/transcriptions   the same fields; transcribes (target language = source language)
          -> 200 json {"text"} | text | srt | vtt | verbose_json {"task", "language", "duration", "text", "segments"}
-    GET  /health   -> {"status": "ok", "model", "batches_run", "queued_requests", "pending_segments"}
+    GET  /health   -> {"status": "ok", "model", "batches_run", "requests_in_progress", "queued_requests", "pending_segments"}
     GET  /docs     the OpenAPI page (schema at /openapi.json)
 
 OpenAI's clients work unchanged: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)``.
@@ -320,13 +320,15 @@ def _save_upload(upload, max_bytes: int) -> str:
     return path
 
 
-def _plan_job(path: str, src: str, tgt: str, task: str, seg_opts: SegmentOptions, opts: ServeOptions) -> Job:
-    """Read and segment an uploaded file (runs in a worker thread): a Job, or RequestError for bad audio."""
+def _plan_job(path: str, src: str, tgt: str, task: str, seg_opts: SegmentOptions, opts: ServeOptions,
+              cancel: threading.Event) -> Job:
+    """Read and segment an uploaded file (runs in a worker thread): a Job, or RequestError for bad audio.
+    Setting `cancel` stops the segmentation of a long file (InterruptedError)."""
     try:
         seconds = audio_duration(path)
         if seconds > opts.max_audio_seconds:
             raise RequestError(413, f"audio of {seconds:.0f} s is over the limit of {opts.max_audio_seconds:g} s", "file")
-        plan = plan_segments(path, seg_opts, max_samples=opts.max_input_samples)
+        plan = plan_segments(path, seg_opts, max_samples=opts.max_input_samples, cancel=cancel)
         if len(plan) == 1 and plan[0].start == 0.0:  # within the model's limit: decoded as one clip
             wav = load_audio(path, max_samples=opts.max_input_samples)
             return Job(src, tgt, task, plan, wav=wav, seconds=seconds)
@@ -347,6 +349,27 @@ def _response(segments: list[Segment], fmt: str, task: str, src: str, duration: 
     return PlainTextResponse(render(segments, fmt), media_type=f"{media}; charset=utf-8")
 
 
+async def _until_done(request: Request, future) -> bool:
+    """Wait for `future`; False (and the future cancelled) if the client disconnects first."""
+    while not (await asyncio.wait({future}, timeout=0.25))[0]:
+        if await request.is_disconnected():
+            future.cancel()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved" log
+            return False
+    return True
+
+
+def _planned(ctx: dict, *args) -> Job:
+    """_plan_job, counted in ctx["planning"] while it runs (Server.stop waits for these threads)."""
+    with ctx["lock"]:
+        ctx["planning"] += 1
+    try:
+        return _plan_job(*args)
+    finally:
+        with ctx["lock"]:
+            ctx["planning"] -= 1
+
+
 async def _handle(ctx: dict, request: Request, task: str, file, model, language, response_format):
     """One request: check the fields, save and segment the upload, wait for its segments, answer."""
     opts, batcher = ctx["opts"], ctx["batcher"]
@@ -360,28 +383,33 @@ async def _handle(ctx: dict, request: Request, task: str, file, model, language,
         raise RequestError(400, f"language: {e}", "language") from None
     tgt = src if task == "transcribe" else opts.tgt
     path = await run_in_threadpool(_save_upload, file, ctx["max_bytes"])
+    cancel, job, segments = threading.Event(), None, None
+    ctx["requests"].add(cancel)
     try:
-        job = await run_in_threadpool(_plan_job, path, src, tgt, task, ctx["seg_opts"], opts)
-        future = asyncio.wrap_future(batcher.submit(job))
-        while not (await asyncio.wait({future}, timeout=0.25))[0]:
-            if await request.is_disconnected():
-                batcher.cancel(job)
-                future.cancel()
-                log.info("%s %s: client disconnected; %d segments dropped", request.client, request.url.path, len(job.plan))
-                return JSONResponse(_error_body("client disconnected"), status_code=499)
-        try:
-            segments = future.result()
-        except AudioError as e:
-            raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
-        except Exception as e:  # noqa: BLE001 - a decoding failure of this request alone
-            log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
-            raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
+        planning = asyncio.ensure_future(run_in_threadpool(_planned, ctx, path, src, tgt, task, ctx["seg_opts"], opts, cancel))
+        if await _until_done(request, planning):
+            job = planning.result()
+            if await _until_done(request, asyncio.wrap_future(batcher.submit(job))):
+                segments = job.future.result()
+    except AudioError as e:
+        raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
+    except Exception as e:
+        if isinstance(e, RequestError):
+            raise
+        log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
+        raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
     finally:
-        os.unlink(path)
-    duration = job.seconds
+        cancel.set()  # stops a segmentation still running for a client that has gone
+        if job is not None and segments is None:
+            batcher.cancel(job)
+        ctx["requests"].discard(cancel)
+        os.unlink(path)  # a segmentation still reading it keeps its open handle
+    if segments is None:
+        log.info("%s %s: client disconnected; its work is dropped", request.client, request.url.path)
+        return JSONResponse(_error_body("client disconnected"), status_code=499)
     log.info("%s %s model=%s src=%s format=%s: %d segments, %.1f s of audio, %.2f s",
-             request.client, request.url.path, model, src, response_format, len(segments), duration, time.monotonic() - t0)
-    return _response(segments, response_format, task, src, duration)
+             request.client, request.url.path, model, src, response_format, len(segments), job.seconds, time.monotonic() - t0)
+    return _response(segments, response_format, task, src, job.seconds)
 
 
 def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOptions | None = None):
@@ -398,7 +426,8 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
 
     app = FastAPI(title="llast", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
     max_bytes = int(opts.max_upload_mb * 1024 * 1024)
-    ctx = {"opts": opts, "seg_opts": seg_opts, "batcher": batcher, "max_bytes": max_bytes}
+    ctx = {"opts": opts, "seg_opts": seg_opts, "batcher": batcher, "max_bytes": max_bytes,
+           "requests": set(), "planning": 0, "lock": threading.Lock()}
 
     @app.exception_handler(RequestError)
     async def _request_error(request, exc: RequestError):
@@ -430,11 +459,12 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": opts.model_name, "batches_run": batcher.batches_run,
-                "queued_requests": len(batcher.active), "pending_segments": batcher.pending_segments()}
+                "requests_in_progress": len(ctx["requests"]), "queued_requests": len(batcher.active),
+                "pending_segments": batcher.pending_segments()}
 
     # The multipart envelope around the file is allowed 64 KiB on top of the file's limit.
     wrapped = BodyLimits(app, max_bytes + 64 * 1024, opts.read_timeout, opts.api_key)
-    wrapped.fastapi, wrapped.batcher = app, batcher
+    wrapped.fastapi, wrapped.batcher, wrapped.ctx = app, batcher, ctx
     return wrapped
 
 
@@ -467,7 +497,22 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     def serve_forever(self) -> None:
-        self.server.run(sockets=[self.sock])
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self._drain()
+
+    def _drain(self, timeout: float = 30.0) -> None:
+        """Cancel segmentations in progress and wait (up to `timeout`) for the threads that run the model,
+        so that none is inside torch when the process exits."""
+        ctx = self.app.ctx
+        for cancel in list(ctx["requests"]):
+            cancel.set()
+        self.app.batcher.stop()
+        self.app.batcher.thread.join(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while ctx["planning"] and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def start(self) -> Server:
         self.thread = threading.Thread(target=self.serve_forever, name="llast-serve", daemon=True)
@@ -479,10 +524,10 @@ class Server:
         return self
 
     def stop(self) -> None:
+        """Stop serving (from another thread) and wait for the server's work to end."""
         self.server.should_exit = True
         if self.thread is not None:
-            self.thread.join(timeout=10)
-        self.app.batcher.stop()
+            self.thread.join(timeout=60)
 
 
 def serve_cli(args, overrides: dict) -> int:
