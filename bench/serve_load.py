@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("--long", required=True, help="a long recording (two uploads of it)")
     p.add_argument("--src", default="de")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-queue", type=int, default=128, help="the server's --max-queue (64 would answer some of the 100 with 503)")
     a = p.parse_args()
     clips = sorted(Path(a.clips).glob("*.wav"))[:20]
     import llast
@@ -88,7 +89,8 @@ def main() -> None:
     translator = llast.load_model(a.model, dtype="float32")
     expected = dict(zip(clips, translator.translate(clips, src=a.src)))
     server = subprocess.Popen([sys.executable, "-m", "llast.cli", "serve", "--model", a.model, "--port", str(a.port),
-                               "--dtype", "float32", "--read-timeout", "10", "--default-src", a.src],
+                               "--dtype", "float32", "--read-timeout", "10", "--default-src", a.src,
+                               "--max-queue", str(a.max_queue)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     try:
         wait_until_up(server, a.port)
