@@ -4,18 +4,20 @@ import json
 
 import numpy as np
 import pytest
+
+from llast.errors import ConfigError
 import soundfile as sf
 import torch
 
 import tiny
 from llast.checkpoint import load_model, save_checkpoint
 from llast.cli import main
-from llast.decode import Translator, split_long
 from llast.errors import AudioError
 from llast.evaluate import bleu_tokenizer, evaluate, group_sets, score
 from llast.lora import apply_lora
 from llast.model import build_model
 from llast.processor import Example
+from llast.segment import Segment, segment_audio
 
 
 @pytest.fixture(scope="module")
@@ -90,28 +92,90 @@ def test_translate_accepts_paths_and_any_rate(translator, tmp_path):
         translator.translate(np.full(16000, np.nan, np.float32), src="fr")
 
 
-def test_split_long_cuts_at_quiet_points():
-    sr = 16000
-    rng = np.random.default_rng(0)
-    loud = lambda s: (0.5 * rng.standard_normal(int(s * sr))).astype(np.float32)  # noqa: E731
-    quiet = np.zeros(int(0.3 * sr), np.float32)
-    audio = np.concatenate([loud(8), quiet, loud(8), quiet, loud(8)])
-    chunks = split_long(audio, 10.0)
-    assert sum(len(c) for c in chunks) == len(audio)
-    assert all(len(c) <= 10 * sr for c in chunks) and len(chunks) == 3
-    assert abs(len(chunks[0]) - int(8.15 * sr)) < 0.2 * sr  # cut inside the first pause
-    assert split_long(audio[: 5 * sr], 10.0)[0] is not None and len(split_long(audio[: 5 * sr], 10.0)) == 1
+def _speech(tmp_path):
+    """29.7 s of read speech: five sentences with pauses (tests/test_segment.py), as a 16 kHz WAV."""
+    from test_segment import concatenated
+
+    wav, truth = concatenated()
+    sf.write(tmp_path / "talk.wav", wav, 16000)
+    return tmp_path / "talk.wav", wav, truth
 
 
-def test_long_audio_is_chunked_by_translate(translator):
-    long = np.concatenate([tiny.clip(2.0, 0), np.zeros(3200, np.float32), tiny.clip(2.0, 1)])
-    translator.cfg.model.encoder.max_seconds = 2.5
-    try:
-        text = translator.translate(long, src="fr", num_beams=1)
-        parts = [translator.translate(c, src="fr", num_beams=1) for c in split_long(long, 2.5)]
-    finally:
-        translator.cfg.model.encoder.max_seconds = 30.0
-    assert text == " ".join(p for p in parts if p)
+@pytest.fixture
+def short_limit(translator):
+    """The model's segment limit lowered to 10 s, so 30 s of speech is 'long' audio."""
+    translator.cfg.model.encoder.max_seconds = 10.0
+    yield translator
+    translator.cfg.model.encoder.max_seconds = 30.0
+
+
+def test_long_audio_is_segmented_and_each_segment_translated_alone(short_limit, tmp_path):
+    translator = short_limit
+    path, wav, truth = _speech(tmp_path)
+    segs = translator.translate(path, src="fr", num_beams=1, segments=True)
+    assert len(segs) == 5
+    for seg, (start, end) in zip(segs, truth):
+        assert abs(seg.start - start) < 0.5 and abs(seg.end - end) < 0.5
+        alone = translator.translate(segment_audio(path, seg), src="fr", num_beams=1)
+        assert seg.text == alone
+    assert translator.translate(path, src="fr", num_beams=1) == " ".join(s.text for s in segs if s.text)
+    # The same recording as an array, and in a list with a short clip: the same segments and texts.
+    both = translator.translate([wav, tiny.clip(1.0)], src="fr", num_beams=1, segments=True)
+    assert [(s.start, s.end) for s in both[0]] == [(s.start, s.end) for s in segs]
+    assert both[1] == [Segment(0.0, 1.0, translator.translate(tiny.clip(1.0), src="fr", num_beams=1))]
+    # chunk_seconds lowers the limit further; it cannot raise it above the model's.
+    assert all(s.seconds <= 4.0 for s in translator.translate(path, src="fr", num_beams=1, chunk_seconds=4, segments=True))
+    with pytest.raises(ConfigError, match="chunk_seconds"):  # above the model's limit: an error, not a silent clamp
+        translator.segment_options(chunk_seconds=100)
+
+
+def test_cli_translate_formats(ckpt, tmp_path, capsys, monkeypatch):
+    import srt
+    import webvtt
+
+    path, _, truth = _speech(tmp_path)
+    base = ["translate", "--model", str(ckpt), "--src", "fr", "--num-beams", "1", "--chunk-seconds", "10"]
+    assert main([*base, "--format", "srt", str(path)]) == 0
+    cues = list(srt.parse(capsys.readouterr().out))
+    assert 1 <= len(cues) <= 5 and all(c.end.total_seconds() <= truth[-1][1] + 0.5 for c in cues)
+    assert main([*base, "--format", "vtt", str(path)]) == 0
+    assert len(list(webvtt.from_string(capsys.readouterr().out))) == len(cues)
+    assert main([*base, "--format", "json", str(path)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["file"] == str(path) and len(record["segments"]) == 5
+    assert record["text"] == " ".join(s["text"] for s in record["segments"] if s["text"])
+    # Several files: subtitles need --out-dir, which gets one file per input.
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tiny.clip(1.0), 16000)
+    assert main([*base, "--format", "srt", str(path), str(clip)]) == 1
+    assert "--out-dir" in capsys.readouterr().err
+    assert main([*base, "--format", "vtt", "--out-dir", str(tmp_path / "subs"), str(path), str(clip)]) == 0
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["clip.vtt", "talk.vtt"]
+    assert main([*base, "--min-silence", "-1", str(clip)]) == 1
+    assert "min_silence" in capsys.readouterr().err
+    for bad in ("0.01", "-5"):
+        assert main([*base[:-2], "--chunk-seconds", bad, str(clip)]) == 1
+        assert "--chunk-seconds" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_long_clip_by_its_segments(short_limit, tmp_path):
+    translator = short_limit
+    corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",), n_train=1, n_dev=2)
+    path, _, _ = _speech(tmp_path)
+    (corpus / "fr" / "clips_16k" / "talk.wav").write_bytes(path.read_bytes())
+    tsv = corpus / "covost_v2.fr_en.dev.tsv"
+    tsv.write_text(tsv.read_text() + "talk.wav\tune longue phrase\tone long sentence\tspk0\n")
+    sets = group_sets([str(tsv)], "translate", None)
+
+    def gen(examples, on_batch=None):
+        return translator.generate(examples, translator.decode_config(num_beams=1), on_batch=on_batch)
+
+    scores = evaluate(gen, sets, tmp_path / "out", max_seconds=10.0, progress=False)
+    assert scores["sets"]["fr-en.translate"]["n"] == 3 and scores["sets"]["fr-en.translate"]["skipped"] == 0
+    hyps = (tmp_path / "out" / "fr-en.translate.hyp.txt").read_text().splitlines()
+    assert len(hyps) == 3  # one hypothesis per clip, the long one included
+    assert hyps[2] == translator.translate(path, src="fr", num_beams=1)
+    assert scores["sets"]["fr-en.translate"]["audio_seconds"] > 25
 
 
 def test_bleu_equals_sacrebleu_and_language_tokenizers():

@@ -6,6 +6,7 @@ message names the file, so a bad clip in a 200k-clip corpus can be found and fix
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,14 @@ SILENCE_LEVEL = 1e-6  # a clip whose every |sample| is below this is treated as 
 # 0.1 s also leaves every adaptor (frame stacking, LST's strided convolutions) at least one embedding.
 MIN_SECONDS = 0.1
 MIN_SAMPLES = int(MIN_SECONDS * SAMPLE_RATE)
-# Most raw samples (frames x channels, at the file's own rate) one read may decode: 2**28 float32
-# samples are 1 GiB. A 10-minute 8-channel 96 kHz FLAC (461 M) is refused; 4 h of 16 kHz mono passes.
+BLOCK_SECONDS = 20.0  # stream_audio decodes this much at a time
+# Bounds on what a file may cost to decode, in raw samples (frames x channels, at the file's own rate):
+# - read whole (load_audio): 2**28 float32 samples are 1 GiB. A 10-minute 8-channel 96 kHz FLAC of
+#   476 KB (461 M) is refused; 4 h of 16 kHz mono passes;
+# - read in blocks (stream_audio, long-form segmentation): memory stays bounded by the block, so the
+#   bound is on decoding time: 6 h of 48 kHz stereo.
 MAX_DECODE_SAMPLES = 2**28
+MAX_INPUT_SAMPLES = 6 * 3600 * 2 * 48000
 
 
 def check_length(n_samples: int, where: str) -> None:
@@ -31,16 +37,6 @@ def check_length(n_samples: int, where: str) -> None:
         raise AudioError(
             f"{where}: {n_samples / SAMPLE_RATE:.3f} s of audio ({n_samples} samples at 16 kHz) is shorter "
             f"than the minimum of {MIN_SECONDS:g} s"
-        )
-
-
-def check_decode_size(frames: int, channels: int, sample_rate: int, where: str) -> None:
-    """AudioError naming `where` if decoding `frames` x `channels` samples would exceed MAX_DECODE_SAMPLES."""
-    if frames * channels > MAX_DECODE_SAMPLES:
-        raise AudioError(
-            f"{where}: {frames / sample_rate:.0f} s x {channels} channels x {sample_rate} Hz is "
-            f"{frames * channels / 1e6:.0f} M samples to decode, more than the limit of {MAX_DECODE_SAMPLES / 1e6:.0f} M; "
-            "convert it to 16 kHz mono first (e.g. sox in.flac -r 16000 -c 1 out.wav)"
         )
 
 
@@ -58,11 +54,73 @@ def audio_duration(path: str | Path) -> float:
     return info.frames / info.samplerate
 
 
+def check_input_size(path, frames: int, channels: int, samplerate: int, max_samples: int | None) -> None:
+    """Refuse a file whose decoding would cost more than `max_samples` (frames x channels)."""
+    if max_samples is not None and frames * channels > max_samples:
+        raise AudioError(
+            f"{path}: {frames / samplerate:.0f} s x {channels} channels x {samplerate} Hz = {frames * channels:.3g} samples "
+            f"is more than the limit of {max_samples:.3g} (seconds x channels x rate); convert it to 16 kHz mono "
+            "first (e.g. sox in.flac -r 16000 -c 1 out.wav)"
+        )
+
+
+def stream_audio(
+    path: str | Path,
+    offset: float = 0.0,
+    duration: float | None = None,
+    block_seconds: float = BLOCK_SECONDS,
+    max_samples: int | None = MAX_INPUT_SAMPLES,
+) -> Iterator[np.ndarray]:
+    """Yield `path` (from `offset`, for `duration` seconds) as float32 mono 16 kHz blocks of about
+    `block_seconds` each, so memory is bounded by the block, not the file.
+
+    Yields np.ndarray, shape = (n,), dtype float32. Raises AudioError (naming the path) for a missing or
+    unreadable file, NaN/inf samples, or a file whose decoding exceeds `max_samples` (frames x channels).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:
+        raise AudioError(f"{path}: cannot read audio: {e}") from None
+    with f:
+        sr, channels = f.samplerate, f.channels
+        start = int(round(offset * sr))
+        total = f.frames - start if duration is None else min(int(round(duration * sr)), f.frames - start)
+        check_input_size(path, max(total, 0), channels, sr, max_samples)
+        if start > 0:
+            f.seek(start)
+        resampler = None if sr == SAMPLE_RATE else soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32")
+        block = max(1, int(block_seconds * sr))
+        left = total
+        while left > 0:
+            try:
+                x = f.read(min(block, left), dtype="float32", always_2d=True)  # (n, channels)
+            except Exception as e:
+                raise AudioError(f"{path}: cannot read audio: {e}") from None
+            if x.shape[0] == 0:
+                break
+            left -= x.shape[0]
+            if not np.isfinite(x).all():
+                raise AudioError(f"{path}: audio contains NaN or infinite samples")
+            mono = x.mean(axis=1)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=left <= 0)
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+        if resampler is not None and left > 0:  # the file ended early: flush the resampler
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if len(tail):
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+
+
 def load_audio(
     path: str | Path,
     offset: float = 0.0,
     duration: float | None = None,
     max_seconds: float | None = None,
+    max_samples: int | None = MAX_DECODE_SAMPLES,
 ) -> np.ndarray:
     """Read `duration` seconds from `offset` seconds into `path` as float32 mono at SAMPLE_RATE.
 
@@ -74,8 +132,8 @@ def load_audio(
     np.ndarray, shape = (n_samples,), dtype float32, n_samples ~= seconds * SAMPLE_RATE
 
     Raises AudioError (naming the path) for a missing, unreadable, empty, too short (< MIN_SECONDS) or
-    silent clip, NaN/inf samples, a clip longer than `max_seconds`, or one with more raw samples to
-    decode than MAX_DECODE_SAMPLES.
+    silent clip, NaN/inf samples, a clip longer than `max_seconds`, or one whose decoding exceeds
+    `max_samples` (frames x channels; default MAX_DECODE_SAMPLES).
     """
     path = Path(path)
     if not path.is_file():
@@ -93,7 +151,7 @@ def load_audio(
                 raise AudioError(f"{path}: {seconds:.2f} s is longer than the limit of {max_seconds:g} s")
             if duration is not None and duration <= 0:
                 raise AudioError(f"{path}: duration {duration:g} s is not positive")
-            check_decode_size(f.frames - start if frames < 0 else frames, f.channels, sr, str(path))
+            check_input_size(path, max(int(round(seconds * sr)), 0), f.channels, sr, max_samples)
             if start > 0:
                 if start >= f.frames:
                     raise AudioError(f"{path}: offset {offset:g} s is past the end ({f.frames / sr:.2f} s)")

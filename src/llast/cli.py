@@ -196,12 +196,19 @@ def _decode_overrides(args) -> dict:
 def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate (or transcribe) audio files")
     p.add_argument("files", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate)")
-    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--model", required=True, help="checkpoint directory (or a YAML config: its untrained model)")
     p.add_argument("--src", required=True, help="source language code (fr, de, zh-CN, ...)")
     p.add_argument("--tgt", default="en", help="target language code (default en)")
     p.add_argument("--task", choices=["translate", "transcribe"], default="translate")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of 'file<TAB>text'")
-    p.add_argument("--chunk-seconds", type=float, default=None, help="split long audio into chunks of at most this many seconds (default: the model's max)")
+    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text",
+                   help="text: 'file<TAB>text'; json: one JSON line per file with segments (start, end, text); "
+                        "srt / vtt: subtitles, one cue per speech segment")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--out-dir", default=None, help="write FILE_STEM.{txt,json,srt,vtt} here instead of printing")
+    p.add_argument("--chunk-seconds", type=float, default=None,
+                   help="longest speech segment in seconds (default and upper bound: the model's max, 30)")
+    p.add_argument("--min-silence", type=float, default=0.5, help="a pause this long (s) ends a segment (default 0.5)")
+    p.add_argument("--pad", type=float, default=0.2, help="audio kept before and after each segment (s, default 0.2)")
     _add_decode_options(p)
 
 
@@ -277,19 +284,26 @@ def _run_export(args) -> int:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP translation server with dynamic batching")
-    p.add_argument("--model", required=True, help="checkpoint directory")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/audio/translations, /v1/audio/transcriptions)")
+    p.add_argument("--model", required=True, help="checkpoint directory (or a YAML config: its untrained model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for others to batch with")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $LLAST_API_KEY, else none)")
+    p.add_argument("--default-src", default=None, help="source language of requests without a 'language' field (else 400)")
+    p.add_argument("--tgt", default="en", help="target language of /v1/audio/translations (default en)")
+    p.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a batch waits for more segments")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting or decoding; more get 503 + Retry-After")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="upload size limit (413)")
+    p.add_argument("--max-audio-seconds", type=float, default=3600.0, help="audio length limit (413)")
+    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds a client has to send its request body (408)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections and requests; more get 503")
+    _add_decode_options(p)
 
 
 def _run_serve(args) -> int:
     from llast import serve
 
-    return serve.serve_cli(args)
+    return serve.serve_cli(args, _decode_overrides(args))
 
 
 _COMMANDS = {

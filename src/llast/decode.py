@@ -2,14 +2,13 @@
 
 `Translator` is the Python API: ``llast.load_model(ckpt).translate("clip.wav", src="fr", tgt="en")``.
 Clips are sorted by length and decoded in batches (LLaST's released code decodes one clip at a
-time); results come back in input order. Audio longer than the model's maximum is split at quiet
-points into chunks whose translations are joined.
+time); results come back in input order. Audio longer than the model's maximum is cut into speech
+segments by llast.segment (Silero VAD); their translations are joined, or returned with their times.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,9 @@ from tqdm import tqdm
 
 from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode
 from llast.processor import Example, build_processor
+from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
+
+WINDOW_SECONDS = 300.0  # translate_segments loads this much segment audio at a time (~19 MB at 16 kHz)
 
 
 def generate_kwargs(decode: DecodeConfig, tokenizer) -> dict:
@@ -37,28 +39,6 @@ def generate_kwargs(decode: DecodeConfig, tokenizer) -> dict:
         pad_token_id=tokenizer.pad_token_id,
         share_prefill=decode.share_prefill,  # consumed by LLaST.generate
     )
-
-
-def split_long(audio: np.ndarray, max_seconds: float, sample_rate: int = 16000) -> list[np.ndarray]:
-    """Split `audio` (S,) into chunks of at most `max_seconds`, cutting at the quietest 20 ms frame
-    in the last third of each window (so words are rarely cut)."""
-    limit = int(max_seconds * sample_rate)
-    if len(audio) <= limit:
-        return [audio]
-    frame = sample_rate // 50
-    chunks, start = [], 0
-    while len(audio) - start > limit:
-        lo, hi = start + (2 * limit) // 3, start + limit
-        window = audio[lo:hi]
-        n = len(window) // frame
-        energy = (window[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        chunks.append(audio[start:cut])
-        start = cut
-    chunks.append(audio[start:])
-    from llast.audio import MIN_SAMPLES
-
-    return [c for c in chunks if len(c) >= MIN_SAMPLES]  # a tail under 0.1 s is too short for the encoders
 
 
 def _check_array(audio, index: int) -> np.ndarray:
@@ -135,17 +115,46 @@ class Translator:
         bar.close()
         return out  # type: ignore[return-value]
 
+    def segment_options(self, chunk_seconds: float | None = None, **changes) -> SegmentOptions:
+        """Segmentation for this model: segments of at most model.encoder.max_seconds (or `chunk_seconds`,
+        if smaller); `changes` set min_silence, pad, min_speech, threshold."""
+        limit = self.cfg.model.encoder.max_seconds
+        return SegmentOptions(max_seconds=check_chunk_seconds(chunk_seconds, limit) or limit, **changes)
+
+    def translate_segments(self, sources: list, plans: list[list[Segment]], src: str, tgt: str, task: str,
+                           decode: DecodeConfig, progress: bool = False) -> list[list[Segment]]:
+        """Decode planned segments of `sources` (paths or (S,) arrays): the same segments with their text.
+
+        Segment audio is read WINDOW_SECONDS at a time, so memory is bounded by that, not by the files."""
+        jobs = [(k, i) for k, plan in enumerate(plans) for i in range(len(plan))]
+        texts: dict[tuple[int, int], str] = {}
+        bar = tqdm(total=len(jobs), desc="decoding", unit="segment", disable=not progress, file=sys.stderr)
+        window, seconds = [], 0.0
+        for n, (k, i) in enumerate(jobs):
+            window.append((k, i))
+            seconds += plans[k][i].seconds
+            if seconds >= WINDOW_SECONDS or n == len(jobs) - 1:
+                examples = [Example(segment_audio(sources[a], plans[a][b]), src, tgt, task) for a, b in window]
+                for key, text in zip(window, self.generate(examples, decode, on_batch=bar.update)):
+                    texts[key] = text
+                del examples  # before the next window is read: one window of audio in memory, not two
+                window, seconds = [], 0.0
+        bar.close()
+        return [[dataclasses.replace(seg, text=texts[(k, i)]) for i, seg in enumerate(plan)] for k, plan in enumerate(plans)]
+
     def translate(
         self, audio, src: str, tgt: str = "en", task: str = "translate", progress: bool = False,
-        chunk_seconds: float | None = None, **decode_overrides,
+        chunk_seconds: float | None = None, segments: bool = False, segment_options: SegmentOptions | None = None,
+        **decode_overrides,
     ):
         """Translate (or transcribe, task="transcribe") one clip or a list of clips.
 
         audio : a path, a (S,) float32 array at 16 kHz, or a list of those.
-        Returns a string for one clip, a list of strings for a list. Clips longer than
-        model.encoder.max_seconds are split into chunks whose outputs are joined.
+        Returns a string for one clip, a list of strings for a list. Audio longer than
+        model.encoder.max_seconds (or `chunk_seconds`) is cut into speech segments (llast.segment, Silero
+        VAD) whose outputs are joined. segments=True returns the segments instead: a list of
+        llast.segment.Segment(start, end, text) per clip (seconds from the clip's start).
         """
-        from llast.audio import load_audio
         from llast.errors import ConfigError
         from llast.processor import language_name
 
@@ -153,39 +162,54 @@ class Translator:
             raise ConfigError(f"task: {task!r} is not one of translate, transcribe")
         language_name(src), language_name(tgt)  # unknown codes fail here, before any audio is read
         decode = self.decode_config(**decode_overrides)
-        max_s = check_chunk_seconds(chunk_seconds, self.cfg.model.encoder.max_seconds) or self.cfg.model.encoder.max_seconds
         single = isinstance(audio, (str, Path, np.ndarray))
         items = [audio] if single else list(audio)
-        examples, owner = [], []
-        for k, item in enumerate(items):
-            # Whole files are read (any length); long ones are split below, so no max_seconds here.
-            wav = load_audio(item) if isinstance(item, (str, Path)) else _check_array(item, k)
-            for chunk in split_long(wav, max_s):
-                examples.append(Example(chunk, src, src if task == "transcribe" else tgt, task))
-                owner.append(k)
-        texts = self.generate(examples, decode, progress=progress)
-        joined = [" ".join(t for t, o in zip(texts, owner) if o == k and t) for k in range(len(items))]
+        opts = segment_options or self.segment_options(chunk_seconds)
+        sources = [item if isinstance(item, (str, Path)) else _check_array(item, k) for k, item in enumerate(items)]
+        plans = [plan_segments(x, opts) for x in sources]
+        tgt = src if task == "transcribe" else tgt
+        done = self.translate_segments(sources, plans, src, tgt, task, decode,
+                                       progress=progress and sum(map(len, plans)) > 1)
+        if segments:
+            return done[0] if single else done
+        joined = [" ".join(s.text for s in segs if s.text) for segs in done]
         return joined[0] if single else joined
 
 
 def translate_cli(args, overrides: dict) -> int:
+    """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
     from llast.audio import audio_duration
-    from llast.checkpoint import load_model
-
+    from llast.errors import ConfigError
+    from llast.evaluate import _load_translator
     from llast.processor import language_name
+    from llast.subtitles import render
 
+    fmt = "json" if args.json else args.format
+    if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
+        raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
+    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
     language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
     for path in args.files:  # errors before the model is loaded
         audio_duration(path)
-    translator = load_model(args.model, dtype=args.dtype)
+    translator = _load_translator(args.model, args.dtype)
+    opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
-    texts = translator.translate(
-        list(args.files), args.src, tgt, task=args.task, progress=len(args.files) > 1,
-        chunk_seconds=args.chunk_seconds, **overrides,
+    results = translator.translate(
+        list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
+        segment_options=opts, **overrides,
     )
-    for path, text in zip(args.files, texts):
-        if args.json:
-            print(json.dumps({"file": path, "src": args.src, "tgt": tgt, "task": args.task, "text": text}, ensure_ascii=False))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path, segs in zip(args.files, results):
+        meta = {"file": str(path), "src": args.src, "tgt": tgt, "task": args.task}
+        text = render(segs, fmt, meta)
+        if out_dir is not None:
+            target = out_dir / f"{Path(path).stem}.{'txt' if fmt == 'text' else fmt}"
+            target.write_text(text, encoding="utf-8")
+            print(f"{path}\t{target}", file=sys.stderr)
+        elif fmt == "text":
+            print(f"{path}\t{text.rstrip()}")
         else:
-            print(f"{path}\t{text}")
+            print(text, end="")
     return 0

@@ -22,12 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from llast.audio import load_audio
+from llast.segment import SegmentOptions, plan_segments, segment_audio
 from llast.config import DataSource, DecodeConfig
 from llast.data import Sample, drop_empty, read_source, transcription_of
 from llast.errors import AudioError, ConfigError
 from llast.processor import Example
 
 CHUNK = 256  # clips loaded and decoded at a time; results are written after each chunk
+CHUNK_SECONDS = 600  # ... or fewer, once their audio reaches this many seconds (long clips)
 
 
 def bleu_tokenizer(tgt_lang: str) -> str:
@@ -115,8 +117,13 @@ def set_name(src: str, tgt: str, task: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "_", f"{src}-{tgt}") + "." + re.sub(r"[^a-z]", "_", task)
 
 
-def _load(sample: Sample, max_seconds: float | None) -> np.ndarray:
-    return load_audio(sample.audio, offset=sample.offset, duration=sample.duration, max_seconds=max_seconds)
+def _load_segments(sample: Sample, opts: SegmentOptions) -> list[np.ndarray]:
+    """A sample's audio: one clip, or, when longer than opts.max_seconds, its speech segments as
+    `llast translate` cuts them (llast.segment); their hypotheses are joined into one."""
+    plan = plan_segments(sample.audio, opts, offset=sample.offset, duration=sample.duration)
+    if len(plan) == 1 and plan[0].start == 0.0:  # a clip within the limit: read as it is
+        return [load_audio(sample.audio, offset=sample.offset, duration=sample.duration, max_seconds=opts.max_seconds)]
+    return [segment_audio(sample.audio, seg, offset=sample.offset) for seg in plan]
 
 
 class WhisperBaseline:
@@ -165,6 +172,9 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
              empty: dict | None = None) -> dict:
     """Decode every set with `generate(examples, on_batch=callback) -> texts`, score, and write OUT/.
 
+    A clip longer than `max_seconds` is cut into speech segments as `llast translate` cuts it; the texts
+    of its segments are joined into its one hypothesis (`on_batch` then counts segments).
+
     Results are written after every chunk and every set, so an error (a corrupt clip without
     `skip_bad`) loses nothing already decoded; the error names the clip. `empty`: {(src, tgt, task):
     samples left out for an empty reference}, reported per set as skipped_empty.
@@ -173,6 +183,7 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    opts = SegmentOptions(max_seconds=max_seconds or 30.0)
     scores: dict = {"meta": meta or {}, "sets": {}}
     score_file = out_dir / "score.json"
     for (src, tgt, task), samples in sets.items():
@@ -183,11 +194,14 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
         audio_seconds = 0.0
         bar = tqdm(total=len(samples), desc=name, unit="clip", disable=not progress, file=sys.stderr)
         try:
-            for start in range(0, len(samples), CHUNK):
-                chunk, examples, error = [], [], None
-                for s in samples[start : start + CHUNK]:
+            pending = list(reversed(samples))
+            while pending:
+                chunk, examples, owner, error, loaded = [], [], [], None, 0
+                # At most CHUNK clips and about CHUNK_SECONDS of audio in memory at a time.
+                while pending and len(chunk) < CHUNK and loaded < CHUNK_SECONDS * 16000:
+                    s = pending.pop()
                     try:
-                        audio = _load(s, max_seconds)
+                        audios = _load_segments(s, opts)
                     except AudioError as e:
                         if not skip_bad:
                             error = (s, e)
@@ -195,10 +209,19 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                         skipped.append({"id": s.id, "reason": str(e)})
                         bar.update(1)
                         continue
-                    audio_seconds += len(audio) / 16000
+                    audio_seconds += sum(len(a) for a in audios) / 16000
+                    loaded += sum(len(a) for a in audios)
                     chunk.append(s)
-                    examples.append(Example(audio, src, tgt, task))
-                texts = generate(examples, on_batch=bar.update) if examples else []
+                    examples += [Example(a, src, tgt, task) for a in audios]
+                    owner += [len(chunk) - 1] * len(audios)
+                    if len(audios) != 1:
+                        bar.total += len(audios) - 1
+                segment_texts = generate(examples, on_batch=bar.update) if examples else []
+                parts: list[list[str]] = [[] for _ in chunk]
+                for t, o in zip(segment_texts, owner):
+                    if t:
+                        parts[o].append(t)
+                texts = [" ".join(p) for p in parts]
                 for s, t in zip(chunk, texts):
                     files["hyp"].write(_line(t) + "\n")  # one line per sample, whatever the text holds
                     files["ref"].write(_line(s.target_text) + "\n")
