@@ -11,7 +11,7 @@ import torch
 import tiny
 from llast.cli import main
 from llast.config import DecodeConfig, PromptConfig
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator, clean_output
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 
 DECODE = ["--num-beams", "1", "--max-new-tokens", "5", "--dtype", "float32"]
 
@@ -69,14 +69,6 @@ def test_batched_translation_equals_one_at_a_time(tiny_dirs, num_beams):
     assert batched == alone
     assert batched[2] == ""  # nothing heard, nothing to translate: the LLM is not asked
     assert any(batched)
-
-
-def test_clean_output_removes_chatter_only():
-    assert clean_output('Sure! Here is the translation: "Good morning."') == "Good morning."
-    assert clean_output("Here's the translation:\nThe cat sleeps.\n\nNote: informal.") == "The cat sleeps."
-    assert clean_output("«Bonjour»") == "Bonjour"
-    assert clean_output("Okay then, we leave.") == "Okay then, we leave."  # no colon: a translation, kept
-    assert clean_output("The translation: sure.") == "sure."
 
 
 def test_text_baseline_through_the_cli(tiny_dirs, corpus, tmp_path, capsys):
