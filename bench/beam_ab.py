@@ -31,7 +31,7 @@ def main() -> None:
 
     import llast.model as M
     from llast.audio import load_audio
-    from llast.checkpoint import load_model
+    from llast.decode import load_model
     from llast.config import DataSource
     from llast.data import read_source
     from llast.processor import Example

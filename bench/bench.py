@@ -243,16 +243,16 @@ def worker_train(spec: dict) -> dict:
 
     cuda = spec["device"] == "cuda"
     info: dict = {}
-    orig_apply = T.apply_lora
+    orig_build = T.build_lora_model
 
-    def apply_and_mark(model, cfg):  # called once by train() right after the model is built
-        out = orig_apply(model, cfg)
+    def build_and_mark(cfg):  # called once by train() to build the model
+        model = orig_build(cfg)
         info["params"] = _param_groups(model)
         info["rss_after_build_mb"] = round(rss_mb(), 1)
         reset_peak_rss()  # the peak from here on is training's own (optimizer state, activations)
-        return out
+        return model
 
-    T.apply_lora = apply_and_mark
+    T.build_lora_model = build_and_mark
     batches: list[dict] = []
 
     class RecordingCollator(T.Collator):

@@ -156,41 +156,18 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: cannot read the tensors (truncated or corrupt?): {' '.join(str(e).split())}") from None
 
 
-def build_named_model(cfg_model):
-    """llast.model.build_model (no LoRA yet), with a model name that cannot be loaded (a bundled model
-    not prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming
-    its key (model.encoder.name / model.llm.name)."""
-    from llast.errors import ConfigError, LlastError
-    from llast.model import build_model, load_encoder, load_llm
-
-    if getattr(cfg_model, "random_init", False):  # nothing to load: random weights from the kept config.json
-        return build_model(cfg_model)
-    dtype = getattr(torch, cfg_model.dtype)
-    loaded = {}
-    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
-        name = getattr(cfg_model, key).name
-        try:
-            loaded[key] = loader(name, dtype)
-        except (OSError, ValueError, KeyError, LlastError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
-    return build_model(cfg_model, encoder=loaded["encoder"], llm=loaded["llm"])
-
-
 def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = None):
     """LLaST (LoRA applied, untrained adaptor) as `config_file` describes it; a model it names that
     cannot be loaded is a CheckpointError naming the file and the key."""
     from llast.errors import ConfigError
-    from llast.lora import apply_lora
+    from llast.lora import build_lora_model
 
     if dtype is not None:
         cfg.model.dtype = dtype
     try:
-        model = build_named_model(cfg.model)
+        return build_lora_model(cfg.model)
     except ConfigError as e:
         raise CheckpointError(f"{config_file}: {e}") from None
-    apply_lora(model, cfg.model)
-    return model
 
 
 def _strict_load_lora(module, adapter_dir: Path) -> None:
@@ -269,25 +246,6 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
     model = build_checkpoint_model(cfg, Path(path) / "config.yaml", dtype)
     load_weights(model, path)
     return model.eval(), cfg
-
-
-def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True):
-    """A ready-to-use Translator for checkpoint `path` (see llast.decode.Translator).
-
-    With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
-    load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
-    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
-            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
-            then cast.
-    """
-    from llast.decode import Translator
-    from llast.model import inference_dtype
-
-    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
-    model, cfg = load_checkpoint(path)
-    if merge_lora:
-        merge_lora_weights(model)
-    return Translator(model, cfg, device=device, dtype=dtype)
 
 
 def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:

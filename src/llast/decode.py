@@ -176,40 +176,32 @@ class Translator:
         return joined[0] if single else joined
 
 
-def translate_cli(args, overrides: dict) -> int:
-    """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
-    from llast.audio import audio_duration
-    from llast.errors import ConfigError
-    from llast.evaluate import _load_translator
-    from llast.processor import language_name
-    from llast.subtitles import render
+def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True) -> Translator:
+    """A ready-to-use Translator for checkpoint `path`.
 
-    fmt = "json" if args.json else args.format
-    if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
-        raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
-    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
-    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
-    for path in args.files:  # errors before the model is loaded
-        audio_duration(path)
-    translator = _load_translator(args.model, args.dtype)
-    opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
-    tgt = args.src if args.task == "transcribe" else args.tgt
-    results = translator.translate(
-        list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
-        segment_options=opts, **overrides,
-    )
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for path, segs in zip(args.files, results):
-        meta = {"file": str(path), "src": args.src, "tgt": tgt, "task": args.task}
-        text = render(segs, fmt, meta)
-        if out_dir is not None:
-            target = out_dir / f"{Path(path).stem}.{'txt' if fmt == 'text' else fmt}"
-            target.write_text(text, encoding="utf-8")
-            print(f"{path}\t{target}", file=sys.stderr)
-        elif fmt == "text":
-            print(f"{path}\t{text.rstrip()}")
-        else:
-            print(text, end="")
-    return 0
+    With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
+    load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
+    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
+            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
+            then cast.
+    """
+    from llast.checkpoint import load_checkpoint, merge_lora_weights
+    from llast.model import inference_dtype
+
+    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
+    model, cfg = load_checkpoint(path)
+    if merge_lora:
+        merge_lora_weights(model)
+    return Translator(model, cfg, device=device, dtype=dtype)
+
+
+def load_translator(spec: str, dtype: str = "auto") -> Translator:
+    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
+    if spec.endswith((".yaml", ".yml")):
+        from llast.checkpoint import build_lora_model
+        from llast.config import load_config
+
+        cfg = load_config(spec)
+        torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
+        return Translator(build_lora_model(cfg.model), cfg, dtype=dtype)
+    return load_model(spec, dtype=dtype)

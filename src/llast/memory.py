@@ -100,16 +100,13 @@ def _meta_friendly():
 def meta_model(cfg: Config, dtype: torch.dtype | None = None):
     """The config's LLaST with LoRA, on the meta device (random_init from the kept config.json files)."""
     from llast.config import from_dict, to_dict
-    from llast.lora import apply_lora
-    from llast.model import build_model
+    from llast.lora import build_lora_model
 
     mcfg = from_dict(to_dict(cfg)).model
     mcfg.random_init = True
     # checkpointed blocks hide their saved tensors from the probe: it measures without, then plans both
     mcfg.encoder.gradient_checkpointing = mcfg.llm.gradient_checkpointing = False
-    model = build_model(mcfg, device="meta")
-    with torch.device("meta"):
-        apply_lora(model, mcfg)
+    model = build_lora_model(mcfg, device="meta")
     if dtype is not None:
         model.to(dtype)
     return model

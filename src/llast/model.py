@@ -581,3 +581,23 @@ def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Modu
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llm.config.use_cache = False
     return model
+
+
+def build_named_model(cfg: ModelConfig, device=None) -> LLaST:
+    """`build_model` (no LoRA yet), with a model name that cannot be loaded (a bundled model not
+    prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming its
+    key (model.encoder.name / model.llm.name). With cfg.random_init nothing is loaded (see `build_model`)."""
+    from llast.errors import LlastError
+
+    if cfg.random_init:  # nothing to load: random weights from the kept config.json
+        return build_model(cfg, device=device)
+    dtype = _DTYPES[cfg.dtype]
+    loaded = {}
+    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
+        name = getattr(cfg, key).name
+        try:
+            loaded[key] = loader(name, dtype)
+        except (OSError, ValueError, KeyError, LlastError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
+    return build_model(cfg, encoder=loaded["encoder"], llm=loaded["llm"], device=device)

@@ -27,12 +27,12 @@ import torch
 from tqdm import tqdm
 
 from llast.audio import SAMPLE_RATE
-from llast.checkpoint import build_named_model, clean_leftovers, load_weights, save_checkpoint
+from llast.checkpoint import clean_leftovers, load_weights, save_checkpoint
 from llast.config import Config, validate
 from llast.features import build_cache, check_cacheable, pad_states
 from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
 from llast.errors import CheckpointError, DataError
-from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable, trainable_parameters
+from llast.lora import build_lora_model, format_param_counts, param_counts, set_trainable, trainable_parameters
 from llast.processor import Example, build_processor
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -409,8 +409,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     say(f"[train] {len(samples)} training samples, {sum(s.duration or 0 for s in samples) / 3600:.2f} h of audio")
 
     # ---------------------------------------------------------------- model
-    model = build_named_model(cfg.model)  # an unloadable model name: a ConfigError naming its key
-    apply_lora(model, cfg.model)
+    model = build_lora_model(cfg.model)  # an unloadable model name: a ConfigError naming its key
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
     if tc.init_from:
