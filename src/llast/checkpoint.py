@@ -8,8 +8,8 @@
       llm_lora/                    peft adapter, if L-LoRA
     merged exports (`llast export`) instead hold encoder/ and llm/ with the LoRA merged in.
 
-Every missing or unexpected tensor is an error that names the keys (LLaST's released code loads
-with strict=False, which hides wrong loads).
+Every missing, unexpected or mis-shaped tensor is an error that names the keys (llast.model.check_weights;
+LLaST's released code loads with strict=False, which hides wrong loads).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from llast.config import Config, from_dict, save_config, to_dict
 from llast.errors import CheckpointError
+from llast.model import check_weights
 
 FORMAT = 1
 
@@ -177,14 +178,7 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
     if not weights.is_file():
         raise CheckpointError(f"{adapter_dir}: adapter_model.safetensors missing")
     state = read_tensors(weights)
-    expected = set(get_peft_model_state_dict(module).keys())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights}: LoRA weights do not match the model built from config.yaml: "
-            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
-            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
-        )
+    check_weights(state, get_peft_model_state_dict(module), f"{weights}: LoRA weights do not match the model built from config.yaml")
     try:
         set_peft_model_state_dict(module, state)
     except RuntimeError as e:
@@ -193,16 +187,11 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
 
 def load_adaptor(model, path: str | Path) -> None:
     """Only the adaptor weights of checkpoint `path`, strictly (train.init_from)."""
-    from safetensors.torch import load_file
-
     adaptor_file = Path(path) / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
-    state = load_file(str(adaptor_file))
-    own = model.adaptor.state_dict()
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match this config's adaptor: {bad[:8]}")
+    state = read_tensors(adaptor_file)
+    check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match this config's adaptor")
     model.adaptor.load_state_dict(state, strict=True)
 
 
@@ -213,16 +202,7 @@ def load_weights(model, path: str | Path) -> None:
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing")
     state = read_tensors(adaptor_file)
-    own = model.adaptor.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match config.yaml: missing {missing}, unexpected {unexpected}")
-    bad_shapes = [k for k in own if own[k].shape != state[k].shape]
-    if bad_shapes:
-        raise CheckpointError(
-            f"{adaptor_file}: shape mismatch for "
-            + ", ".join(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in bad_shapes)
-        )
+    check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match config.yaml")
     model.adaptor.load_state_dict(state, strict=True)
     for part in ("encoder", "llm"):
         module = getattr(model, part)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llast.audio import load_audio
+from llast.audio import SAMPLE_RATE, load_audio
 from llast.segment import SegmentOptions, plan_segments, segment_audio
 from llast.config import DataSource, DecodeConfig
 from llast.data import Sample, drop_empty, read_source, transcription_of
@@ -151,7 +151,7 @@ class WhisperBaseline:
             ex = chunk[0]
             if ex.task == "translate" and ex.tgt_lang != "en":
                 raise ConfigError(f"Whisper's translate task only produces English, not {ex.tgt_lang}")
-            feats = self.processor.feature_extractor([e.audio for e in chunk], sampling_rate=16000, return_tensors="pt")
+            feats = self.processor.feature_extractor([e.audio for e in chunk], sampling_rate=SAMPLE_RATE, return_tensors="pt")
             language = ex.src_lang.split("-")[0]  # zh-CN -> zh
             kwargs = {}
             if getattr(self.model.generation_config, "is_multilingual", True) is not False:
@@ -196,26 +196,8 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
         try:
             pending = list(reversed(samples))
             while pending:
-                chunk, examples, owner, error, loaded = [], [], [], None, 0
-                # At most CHUNK clips and about CHUNK_SECONDS of audio in memory at a time.
-                while pending and len(chunk) < CHUNK and loaded < CHUNK_SECONDS * 16000:
-                    s = pending.pop()
-                    try:
-                        audios = _load_segments(s, opts)
-                    except AudioError as e:
-                        if not skip_bad:
-                            error = (s, e)
-                            break  # decode and write what is loaded, then stop
-                        skipped.append({"id": s.id, "reason": str(e)})
-                        bar.update(1)
-                        continue
-                    audio_seconds += sum(len(a) for a in audios) / 16000
-                    loaded += sum(len(a) for a in audios)
-                    chunk.append(s)
-                    examples += [Example(a, src, tgt, task) for a in audios]
-                    owner += [len(chunk) - 1] * len(audios)
-                    if len(audios) != 1:
-                        bar.total += len(audios) - 1
+                chunk, examples, owner, error, audio_seconds = _next_chunk(
+                    pending, opts, (src, tgt, task), skip_bad, skipped, bar, audio_seconds)
                 segment_texts = generate(examples, on_batch=bar.update) if examples else []
                 parts: list[list[str]] = [[] for _ in chunk]
                 for t, o in zip(segment_texts, owner):
@@ -250,6 +232,34 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
         scores["sets"][name] = result
         score_file.write_text(json.dumps(scores, indent=2, ensure_ascii=False))
     return scores
+
+
+def _next_chunk(pending: list, opts: SegmentOptions, direction: tuple[str, str, str], skip_bad: bool, skipped: list,
+                bar, audio_seconds: float) -> tuple[list, list, list, tuple | None, float]:
+    """The next samples of `pending` (taken from its end) to decode together: at most CHUNK clips and about
+    CHUNK_SECONDS of audio in memory. Returns (samples, examples: one per segment, the sample of each
+    example, (sample, AudioError) that stops the set or None, `audio_seconds` plus what was loaded).
+    With `skip_bad`, unreadable clips are appended to `skipped` instead."""
+    chunk, examples, owner, error, loaded = [], [], [], None, 0
+    while pending and len(chunk) < CHUNK and loaded < CHUNK_SECONDS * SAMPLE_RATE:
+        s = pending.pop()
+        try:
+            audios = _load_segments(s, opts)
+        except AudioError as e:
+            if not skip_bad:
+                error = (s, e)
+                break  # decode and write what is loaded, then stop
+            skipped.append({"id": s.id, "reason": str(e)})
+            bar.update(1)
+            continue
+        audio_seconds += sum(len(a) for a in audios) / SAMPLE_RATE
+        loaded += sum(len(a) for a in audios)
+        chunk.append(s)
+        examples += [Example(a, *direction) for a in audios]
+        owner += [len(chunk) - 1] * len(audios)
+        if len(audios) != 1:
+            bar.total += len(audios) - 1
+    return chunk, examples, owner, error, audio_seconds
 
 
 def _line(text: str) -> str:

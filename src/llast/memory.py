@@ -113,7 +113,7 @@ def meta_model(cfg: Config, dtype: torch.dtype | None = None):
 
 
 def _encoder_input(model, cfg: Config, n_samples: int) -> torch.Tensor:
-    from llast.model import HOP_LENGTH, N_SAMPLES_30S
+    from llast.audio import HOP_LENGTH, N_SAMPLES_30S
 
     ec = model.encoder_config
     if model.family == "whisper":
@@ -128,6 +128,7 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
     """Run one training forward pass of `cfg`'s model on the meta device (batch 1, a clip of
     `audio_seconds`, `text_tokens` prompt+target tokens of which `target_tokens` carry the loss) and
     add up what autograd saves. Parameters (and views of them) are not activations and are skipped."""
+    from llast.audio import HOP_LENGTH, SAMPLE_RATE
     from llast.model import _unwrap, audio_embed_length, encoder_frames
 
     model = meta_model(cfg, dtype).train()
@@ -145,14 +146,16 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
     for name, module in model.named_modules():
         if type(module).__name__ in model._no_split_modules:
             hooks += _block_hooks(module, "encoder" if name.startswith("encoder.") else "llm", probe)
-    n_samples = int(audio_seconds * 16000)
+    n_samples = int(audio_seconds * SAMPLE_RATE)
     try:
         with _meta_friendly(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             x = _encoder_input(model, cfg, n_samples).to(dtype)
             if model.family == "whisper" and cfg.model.encoder.input_length == "variable":
-                from llast.model import _whisper_encode_variable
+                from llast.model import _whisper_encode_variable, encoder_output_length
 
-                states = _whisper_encode_variable(_unwrap(model.encoder), x, torch.tensor([n_samples // 160], device="meta"))
+                lengths = torch.tensor([n_samples], device="meta")
+                states = _whisper_encode_variable(_unwrap(model.encoder), x, lengths // HOP_LENGTH,
+                                                  encoder_output_length(lengths, model.encoder_config))
             else:
                 states = model.encoder(x).last_hidden_state
             probe.encoder_run = states.shape[1]
