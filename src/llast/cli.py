@@ -1,5 +1,5 @@
-"""The ``llast`` command line. Parsers live here; each handler imports its module lazily so that
-``llast --help`` starts fast."""
+"""The ``llast`` command line: every parser and handler (the library modules take no argparse `args`).
+Each handler imports its modules lazily so that ``llast --help`` starts fast."""
 
 from __future__ import annotations
 
