@@ -374,7 +374,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"train.out_dir: {out_dir} exists and is not a folder")
     accelerator = _accelerator(cfg)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    main, world = accelerator.is_main_process, accelerator.num_processes
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
     say(f"[train] {world} process(es), {accelerator.distributed_type.value}, device {accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision}")
