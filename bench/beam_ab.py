@@ -27,11 +27,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--dtype", default="auto", help="weights dtype (llast.load_model)")
     args = ap.parse_args()
+    import dataclasses
+
     import torch
 
-    import llast.model as M
-    from llast.audio import load_audio
-    from llast.checkpoint import load_model
+    from llast.audio import SAMPLE_RATE, load_audio
+    from llast.decode import load_model
     from llast.config import DataSource
     from llast.data import read_source
     from llast.processor import Example
@@ -41,19 +42,17 @@ def main() -> None:
     for path in args.data:
         for s in read_source(DataSource(format="covost", path=path, limit=args.limit)):
             examples.append(Example(load_audio(s.audio), s.src_lang, s.tgt_lang, s.task))
-    audio_s = sum(len(e.audio) for e in examples) / 16000
+    audio_s = sum(len(e.audio) for e in examples) / SAMPLE_RATE
     dec = tr.decode_config(num_beams=5, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    own = M._own_beam_search_settings
     tr.generate(examples[:2], dec)
-    times = {"llast.beam": [], "transformers": []}
+    times = {"llast.beam": [], "transformers": []}  # decode.beam_search: llast | transformers
     outs = {}
     for _ in range(args.rounds):
         for name in times:
-            M._own_beam_search_settings = own if name == "llast.beam" else (lambda *a: None)
+            which = dataclasses.replace(dec, beam_search="llast" if name == "llast.beam" else "transformers")
             t0 = time.perf_counter()
-            outs[name] = tr.generate(examples, dec)
+            outs[name] = tr.generate(examples, which)
             times[name].append(round(time.perf_counter() - t0, 2))
-    M._own_beam_search_settings = own
     lengths = [len(tr.tokenizer(t)["input_ids"]) for t in outs["llast.beam"]]
     same = sum(a == b for a, b in zip(outs["llast.beam"], outs["transformers"]))
     dtype = next(tr.model.parameters()).dtype

@@ -239,20 +239,20 @@ def worker_train(spec: dict) -> dict:
 
     import llast.train as T
     from llast.config import load_config
-    from llast.model import AUDIO_TOKEN_ID
+    from llast.model import AUDIO_TOKEN_ID, IGNORE_INDEX
 
     cuda = spec["device"] == "cuda"
     info: dict = {}
-    orig_apply = T.apply_lora
+    orig_build = T.build_lora_model
 
-    def apply_and_mark(model, cfg):  # called once by train() right after the model is built
-        out = orig_apply(model, cfg)
+    def build_and_mark(cfg):  # called once by train() to build the model
+        model = orig_build(cfg)
         info["params"] = _param_groups(model)
         info["rss_after_build_mb"] = round(rss_mb(), 1)
         reset_peak_rss()  # the peak from here on is training's own (optimizer state, activations)
-        return out
+        return model
 
-    T.apply_lora = apply_and_mark
+    T.build_lora_model = build_and_mark
     batches: list[dict] = []
 
     class RecordingCollator(T.Collator):
@@ -264,7 +264,7 @@ def worker_train(spec: dict) -> dict:
                 rec.update(
                     B=B, L=L, real_tokens=int(batch["attention_mask"].sum()),
                     audio_embeds=int((batch["input_ids"] == AUDIO_TOKEN_ID).sum()),
-                    targets=int((batch["labels"][:, 1:] != -100).sum()), feat_frames=int(batch["input_features"].shape[-1]),
+                    targets=int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()), feat_frames=int(batch["input_features"].shape[-1]),
                 )
             batches.append(rec)
             return batch, meta
@@ -324,7 +324,7 @@ def worker_train(spec: dict) -> dict:
 def worker_infer(spec: dict) -> dict:
     import torch
 
-    from llast.audio import load_audio
+    from llast.audio import SAMPLE_RATE, load_audio
     from llast.config import DecodeConfig
     from llast.processor import Example
 
@@ -336,7 +336,7 @@ def worker_infer(spec: dict) -> dict:
         Example(load_audio(c["audio"], offset=c["offset"], duration=c["duration"], max_seconds=30.0), c["src"], c["tgt"], "translate")
         for c in spec["clips"]
     ]
-    audio_s = sum(len(e.audio) for e in examples) / 16000
+    audio_s = sum(len(e.audio) for e in examples) / SAMPLE_RATE
     new_token_counts: list[int] = []
     flops = {"n": 0.0}
 
@@ -351,7 +351,7 @@ def worker_infer(spec: dict) -> dict:
             out = []
             for i in range(0, len(exs), batch_size):
                 chunk = exs[i : i + batch_size]
-                feats = wproc.feature_extractor([e.audio for e in chunk], sampling_rate=16000, return_tensors="pt")
+                feats = wproc.feature_extractor([e.audio for e in chunk], sampling_rate=SAMPLE_RATE, return_tensors="pt")
                 ids = wmodel.generate(
                     feats.input_features.to(device, wmodel.dtype), num_beams=spec["num_beams"], max_new_tokens=k,
                     min_new_tokens=k, language=chunk[0].src_lang, task="translate",
@@ -362,17 +362,16 @@ def worker_infer(spec: dict) -> dict:
 
         params = {"total": sum(p.numel() for p in wmodel.parameters())}
     else:
+        from llast import decode as D
         from llast.config import load_config
         from llast.decode import Translator
-        from llast.lora import apply_lora
-        from llast.model import AUDIO_TOKEN_ID, build_model
+        from llast.lora import build_lora_model
 
         # Released-code emulation: pad30 pads the ENCODER input to 30 s but hands the LLM only the clip's
         # real frames; the released code's models get all 1500 (input_length pad30_full).
         full = ["model.encoder.input_length=pad30_full"] if spec.get("all_1500_frames") else []
         cfg = load_config(CONFIG, list(spec["overrides"]) + full)
-        model = build_model(cfg.model)
-        apply_lora(model, cfg.model)
+        model = build_lora_model(cfg.model)
         if spec.get("merge_lora", True):
             # what `llast.load_model` / `llast translate` / `llast evaluate` do at load time
             from llast.checkpoint import merge_lora_weights
@@ -381,23 +380,23 @@ def worker_infer(spec: dict) -> dict:
         # built and merged in fp32, then cast: what `llast.load_model(dtype=...)` does
         tr = Translator(model, cfg, device=device, dtype=spec["dtype"])
         params = _param_groups(model)
-        orig = model.generate
+        orig = D.generate_ids
 
-        def fixed_length_generate(**kw):
-            ids = orig(**kw, min_new_tokens=k)
+        def fixed_length_generate(model, batch, kw, share_prefill=True, beam_search="llast"):
+            ids = orig(model, batch, {**kw, "min_new_tokens": k}, share_prefill, beam_search)
             new_token_counts.append(int(ids.shape[1]))
-            B, L = kw["input_ids"].shape
+            B, L = batch["input_ids"].shape
             beams = kw.get("num_beams", 1)
-            T = 1500 if cfg.model.encoder.input_length in ("pad30", "pad30_full") else (kw["input_features"].shape[-1] + 1) // 2
+            T = 1500 if cfg.model.encoder.input_length in ("pad30", "pad30_full") else (batch["input_features"].shape[-1] + 1) // 2
             # encoder + adaptor once per clip; LLM prefill on B*beams prompts, then k steps of B*beams tokens
             flops["n"] += 2 * (params["encoder"] * B * T + params["adaptor"] * B * T // cfg.model.adaptor.stack)
             # prefill: once per clip with the shared prefill, once per beam without; the LM head runs on
             # the last prompt position only, then once per new token
-            prefill_rows = B if (kw.get("share_prefill") and beams > 1) else B * beams
+            prefill_rows = B if (share_prefill and beams > 1) else B * beams
             flops["n"] += 2 * params["llm_body"] * (prefill_rows * L + B * beams * k) + 2 * params["lm_head"] * B * beams * k
             return ids
 
-        model.generate = fixed_length_generate
+        D.generate_ids = fixed_length_generate
 
         def generate(exs, batch_size):
             decode = tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=batch_size)
@@ -448,7 +447,8 @@ def worker_devloss(spec: dict) -> dict:
     from llast.checkpoint import load_checkpoint
     from llast.data import SpeechDataset, build_samples
     from llast.processor import build_processor
-    from llast.train import Collator, dev_loss, make_sampler
+    from llast.samplers import make_sampler
+    from llast.train import Collator, dev_loss
 
     model, cfg = load_checkpoint(spec["checkpoint"])
     device = torch.device(spec["device"])
@@ -635,7 +635,7 @@ def summary_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", default="bench/results/cpu.json", help="results JSON (the table goes next to it as .md)")
@@ -673,6 +673,89 @@ def main(argv=None) -> int:
     ap.add_argument("--bleu-clips", type=int, default=40, help="dev clips for BLEU (half per direction)")
     ap.add_argument("--bleu-batch", type=int, default=8, help="decoding batch size for BLEU (both systems)")
     ap.add_argument("--bleu-max-new-tokens", type=int, default=64)
+    return ap
+
+
+def _part_infer(args, results: dict, systems: dict, base: dict, peaks: dict, dtype: str, other_dtype: str, log,
+                save) -> None:
+    """Parts 2-3: inference throughput of every row of the plan, into results["inference"]."""
+    log(f"part 2-3: inference, beam {args.num_beams}, {args.new_tokens} tokens per clip, {args.clips} dev clips")
+    clips = dev_clips(args.clips)
+    results["inference_clips"] = {"n": len(clips), "audio_s": round(sum(c["duration"] or 0 for c in clips), 2)}
+    results["inference"] = {}
+    # LLaST systems are decoded as `llast translate/evaluate` decode a checkpoint (LoRA merged at load,
+    # one shared prefill per clip for the beams), so the headline ratio is the configs' doing. The
+    # "-released-decoding" rows decode as the released code does: peft LoRA modules left in, and
+    # transformers' beam search prefilling every beam (decode.share_prefill=false).
+    released_decoding = ["decode.share_prefill=false"]
+    extra = list(args.set)
+    # (row, overrides, batch sizes, merge LoRA at load, dtype). The faithful batch-1 baseline is timed in
+    # both dtypes: bf16 pays off only at larger batches, and the ratio is taken against the faster one.
+    plan = [
+        ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")], True, dtype),
+        (f"faithful-{other_dtype}", FAITHFUL, [1], True, other_dtype),
+        ("defaults", [], [int(x) for x in args.sweep.split(",")], True, dtype),
+        ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x], True, dtype),
+        ("faithful-released-decoding", FAITHFUL + released_decoding, [1] if args.released_decoding else [], False, dtype),
+        ("defaults-released-decoding", released_decoding, [args.infer_batch] if args.released_decoding else [], False, dtype),
+        ("released", FAITHFUL + released_decoding, [1] if args.released_clips > 0 else [], False, dtype),
+    ]
+    for name, ov, batches, merge, dt in plan:
+        if not batches or (name in SYSTEMS and name not in systems):
+            continue
+        if name.startswith("faithful-") and "faithful" not in systems:
+            continue
+        spec = dict(base, system=name, overrides=list(ov) + (extra if name != "whisper" else []),
+                    clips=clips[: args.released_clips] if name == "released" else clips,
+                    batch_sizes=batches, num_beams=args.num_beams, new_tokens=args.new_tokens,
+                    all_1500_frames=name == "released", merge_lora=merge, dtype=dt)
+        r = run_worker("infer", spec, log)
+        for p in r["points"]:
+            if "model_flops_per_s" in p:
+                p["mfu"] = p["model_flops_per_s"] / peaks[r["dtype"]]["flops_per_s"]
+                p["mfu_peak_dtype"] = r["dtype"]
+        results["inference"][name] = r
+        for p in r["points"]:
+            log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "
+                f"output lengths {p['output_lengths']}")
+        save()
+
+
+def _part_paired(args, results: dict, systems: dict, base: dict, dtype: str, other_dtype: str, log) -> None:
+    """Part 3b: the headline inference ratio, faithful and defaults timed alternately, into results["inference_paired"]."""
+    # The headline inference ratio measured in pairs: faithful (batch 1) and defaults (--infer-batch) run
+    # alternately, each in a fresh process as in part 2, so that each round compares two runs made
+    # within a minute of each other (this shared VM's speed drifts by tens of percent over minutes).
+    inf = results.get("inference", {})
+    cands = [k for k in ("faithful", f"faithful-{other_dtype}") if k in inf]
+    fdt = inf[max(cands, key=lambda k: inf[k]["points"][0]["audio_sec_per_sec"])]["dtype"] if cands else dtype
+    log(f"part 3b: paired inference headline, faithful batch 1 ({fdt}) and defaults batch {args.infer_batch} "
+        f"({dtype}) alternately, {args.paired_rounds} rounds")
+    clips = dev_clips(args.clips)
+    rounds = []
+    for i in range(args.paired_rounds):
+        r = {}
+        for name, dt, b in (("faithful", fdt, 1), ("defaults", dtype, args.infer_batch)):
+            spec = dict(base, system=name, overrides=systems[name], clips=clips, batch_sizes=[b],
+                        num_beams=args.num_beams, new_tokens=args.new_tokens, all_1500_frames=False,
+                        merge_lora=True, dtype=dt)
+            r[name] = run_worker("infer", spec, log)["points"][0]["audio_sec_per_sec"]
+        r["ratio"] = round(r["defaults"] / r["faithful"], 3)
+        rounds.append(r)
+        log(f"  round {i + 1}: faithful {r['faithful']:.2f}, defaults {r['defaults']:.2f} audio s/s: {r['ratio']:.2f}x")
+    import statistics
+
+    results["inference_paired"] = {
+        "faithful": {"batch_size": 1, "dtype": fdt}, "defaults": {"batch_size": args.infer_batch, "dtype": dtype},
+        "clips": len(clips), "new_tokens": args.new_tokens, "rounds": rounds,
+        "median_ratio": statistics.median(x["ratio"] for x in rounds),
+        "median_faithful_audio_sec_per_sec": statistics.median(x["faithful"] for x in rounds),
+        "median_defaults_audio_sec_per_sec": statistics.median(x["defaults"] for x in rounds),
+    }
+
+
+def main(argv=None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.warmup_steps < 1:
         ap.error("--warmup-steps must be >= 1 (the first step pays one-time costs)")
@@ -756,78 +839,11 @@ def main(argv=None) -> int:
             save()
         stamp("train")
     if "infer" in parts:
-        log(f"part 2-3: inference, beam {args.num_beams}, {args.new_tokens} tokens per clip, {args.clips} dev clips")
-        clips = dev_clips(args.clips)
-        results["inference_clips"] = {"n": len(clips), "audio_s": round(sum(c["duration"] or 0 for c in clips), 2)}
-        results["inference"] = {}
-        # LLaST systems are decoded as `llast translate/evaluate` decode a checkpoint (LoRA merged at load,
-        # one shared prefill per clip for the beams), so the headline ratio is the configs' doing. The
-        # "-released-decoding" rows decode as the released code does: peft LoRA modules left in, and
-        # transformers' beam search prefilling every beam (decode.share_prefill=false).
-        released_decoding = ["decode.share_prefill=false"]
-        extra = list(args.set)
-        # (row, overrides, batch sizes, merge LoRA at load, dtype). The faithful batch-1 baseline is timed in
-        # both dtypes: bf16 pays off only at larger batches, and the ratio is taken against the faster one.
-        plan = [
-            ("faithful", FAITHFUL, [int(x) for x in args.faithful_batches.split(",")], True, dtype),
-            (f"faithful-{other_dtype}", FAITHFUL, [1], True, other_dtype),
-            ("defaults", [], [int(x) for x in args.sweep.split(",")], True, dtype),
-            ("whisper", [], [int(x) for x in args.whisper_batches.split(",") if x], True, dtype),
-            ("faithful-released-decoding", FAITHFUL + released_decoding, [1] if args.released_decoding else [], False, dtype),
-            ("defaults-released-decoding", released_decoding, [args.infer_batch] if args.released_decoding else [], False, dtype),
-            ("released", FAITHFUL + released_decoding, [1] if args.released_clips > 0 else [], False, dtype),
-        ]
-        for name, ov, batches, merge, dt in plan:
-            if not batches or (name in SYSTEMS and name not in systems):
-                continue
-            if name.startswith("faithful-") and "faithful" not in systems:
-                continue
-            spec = dict(base, system=name, overrides=list(ov) + (extra if name != "whisper" else []),
-                        clips=clips[: args.released_clips] if name == "released" else clips,
-                        batch_sizes=batches, num_beams=args.num_beams, new_tokens=args.new_tokens,
-                        all_1500_frames=name == "released", merge_lora=merge, dtype=dt)
-            r = run_worker("infer", spec, log)
-            for p in r["points"]:
-                if "model_flops_per_s" in p:
-                    p["mfu"] = p["model_flops_per_s"] / peaks[r["dtype"]]["flops_per_s"]
-                    p["mfu_peak_dtype"] = r["dtype"]
-            results["inference"][name] = r
-            for p in r["points"]:
-                log(f"  {name} batch {p['batch_size']}: RTF {p['rtf']:.4f}, {p['audio_sec_per_sec']:.2f} audio s/s, "
-                    f"output lengths {p['output_lengths']}")
-            save()
+        _part_infer(args, results, systems, base, peaks, dtype, other_dtype, log, save)
         plot(results, png)
         stamp("infer")
     if "paired" in parts and args.paired_rounds > 0 and {"faithful", "defaults"} <= set(systems):
-        # The headline inference ratio measured in pairs: faithful (batch 1) and defaults (--infer-batch) run
-        # alternately, each in a fresh process as in part 2, so that each round compares two runs made
-        # within a minute of each other (this shared VM's speed drifts by tens of percent over minutes).
-        inf = results.get("inference", {})
-        cands = [k for k in ("faithful", f"faithful-{other_dtype}") if k in inf]
-        fdt = inf[max(cands, key=lambda k: inf[k]["points"][0]["audio_sec_per_sec"])]["dtype"] if cands else dtype
-        log(f"part 3b: paired inference headline, faithful batch 1 ({fdt}) and defaults batch {args.infer_batch} "
-            f"({dtype}) alternately, {args.paired_rounds} rounds")
-        clips = dev_clips(args.clips)
-        rounds = []
-        for i in range(args.paired_rounds):
-            r = {}
-            for name, dt, b in (("faithful", fdt, 1), ("defaults", dtype, args.infer_batch)):
-                spec = dict(base, system=name, overrides=systems[name], clips=clips, batch_sizes=[b],
-                            num_beams=args.num_beams, new_tokens=args.new_tokens, all_1500_frames=False,
-                            merge_lora=True, dtype=dt)
-                r[name] = run_worker("infer", spec, log)["points"][0]["audio_sec_per_sec"]
-            r["ratio"] = round(r["defaults"] / r["faithful"], 3)
-            rounds.append(r)
-            log(f"  round {i + 1}: faithful {r['faithful']:.2f}, defaults {r['defaults']:.2f} audio s/s: {r['ratio']:.2f}x")
-        import statistics
-
-        results["inference_paired"] = {
-            "faithful": {"batch_size": 1, "dtype": fdt}, "defaults": {"batch_size": args.infer_batch, "dtype": dtype},
-            "clips": len(clips), "new_tokens": args.new_tokens, "rounds": rounds,
-            "median_ratio": statistics.median(x["ratio"] for x in rounds),
-            "median_faithful_audio_sec_per_sec": statistics.median(x["faithful"] for x in rounds),
-            "median_defaults_audio_sec_per_sec": statistics.median(x["defaults"] for x in rounds),
-        }
+        _part_paired(args, results, systems, base, dtype, other_dtype, log)
         stamp("paired")
         save()
     if "bleu" in parts:

@@ -25,22 +25,21 @@ def run(name: str, bs: int, n_clips: int = 16) -> dict:
     from llast.audio import load_audio
     from llast.checkpoint import merge_lora_weights
     from llast.config import load_config
+    from llast import decode
     from llast.decode import Translator
-    from llast.lora import apply_lora
-    from llast.model import build_model
+    from llast.lora import build_lora_model
     from llast.processor import Example
 
     cfg = load_config(bench.CONFIG, bench.FAITHFUL if name == "faithful" else [])
     torch.manual_seed(0)
-    model = build_model(cfg.model)
-    apply_lora(model, cfg.model)
+    model = build_lora_model(cfg.model)
     merge_lora_weights(model)
     tr = Translator(model.eval(), cfg, device="cpu")
     clips = bench.dev_clips(n_clips)
     ex = [Example(load_audio(c["audio"], offset=c["offset"], duration=c["duration"]), c["src"], c["tgt"]) for c in clips]
-    orig = model.generate
+    orig = decode.generate_ids
     k = {"n": 24}
-    model.generate = lambda **kw: orig(**kw, min_new_tokens=k["n"])
+    decode.generate_ids = lambda model, batch, kw, *a: orig(model, batch, {**kw, "min_new_tokens": k["n"]}, *a)
 
     def timed(new_tokens: int) -> float:
         k["n"] = new_tokens

@@ -108,7 +108,7 @@ def main() -> int:
                 res["resume_max_loss_diff"] = max(abs(lb[s] - la[s]) for s in range(7, 11))
                 res["resume_max_weight_diff"] = max_diff(weights(a / "final"), weights(b / "final"))
                 res["engine_dir_in_checkpoint"] = (a / "checkpoint-0000006" / "engine").is_dir()
-                from llast.checkpoint import load_model
+                from llast.decode import load_model
 
                 tr = load_model(a / "final", dtype="float32")
                 res["translation"] = tr.translate(tiny.clip(1.0), src="fr", tgt="en", num_beams=2)

@@ -467,7 +467,7 @@ def test_prepare_keeps_folders_refuses_escapes_and_collisions(w, heavy):
 
 @pytest.fixture(scope="module")
 def translator(w):
-    from llast.checkpoint import load_model
+    from llast.decode import load_model
 
     return load_model(w.ckpt, dtype="float32")
 
@@ -492,7 +492,7 @@ def test_python_api_applies_the_same_rules(translator, kwargs, needle):
 
 
 def test_python_api_tiny_arrays_and_bad_dtype(w, translator):
-    from llast.checkpoint import load_model
+    from llast.decode import load_model
     from llast.errors import AudioError, ConfigError
 
     for n in (5, 160):

@@ -9,8 +9,6 @@ import torch
 from llast.audio import SAMPLE_RATE
 from llast.config import DataSource
 from llast.data import (
-    CountBatchSampler,
-    DurationBatchSampler,
     Sample,
     SpeechDataset,
     build_samples,
@@ -22,6 +20,7 @@ from llast.data import (
     read_source,
 )
 from llast.errors import AudioError, DataError
+from llast.samplers import CountBatchSampler, DurationBatchSampler
 
 HEADER = "path\tsentence\ttranslation\tclient_id\n"
 

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 import tiny
-from llast.checkpoint import load_model, save_checkpoint
+from llast.checkpoint import save_checkpoint
+from llast.decode import load_model
 from llast.cli import main
 from llast.errors import AudioError
 from llast.evaluate import bleu_tokenizer, evaluate, group_sets, score

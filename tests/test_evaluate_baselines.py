@@ -204,7 +204,7 @@ def test_checkpoint_gives_the_cascade_its_parts_and_instruction(tiny_dirs, tmp_p
     import argparse
 
     from llast.checkpoint import save_checkpoint
-    from llast.evaluate import llm_baseline_parts
+    from llast.cli import llm_baseline_parts
 
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
     cfg.model.prompt.translate = "Put this {src} into {tgt}."

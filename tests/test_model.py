@@ -12,6 +12,7 @@ from llast.config import ConfigError, load_config
 from llast.errors import CheckpointError
 from llast.lora import apply_lora, param_counts, set_trainable
 from llast.model import AUDIO_TOKEN_ID, audio_embed_length, build_model
+from llast.decode import generate_ids
 from llast.processor import IGNORE_INDEX, Example, build_processor
 
 PAIRS = [("whisper", "llama"), ("whisper", "gemma3"), ("whisper", "qwen2"), ("wav2vec2", "llama"), ("hubert", "qwen2")]
@@ -253,8 +254,8 @@ def test_shared_prefill_beam_search_gives_the_same_outputs(tiny_dirs, llm):
     batch = proc([Example(e.audio, e.src_lang, e.tgt_lang, e.task) for e in _examples()])
     kw = dict(num_beams=4, max_new_tokens=8, do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
               pad_token_id=proc.tokenizer.pad_token_id)
-    plain = model.generate(**batch, share_prefill=False, **kw)
-    shared = model.generate(**batch, share_prefill=True, **kw)
+    plain = generate_ids(model, batch, kw, share_prefill=False)
+    shared = generate_ids(model, batch, kw, share_prefill=True)
     assert torch.equal(plain, shared)
 
 
@@ -360,8 +361,8 @@ def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams
               eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
     if min_new:
         kw["min_new_tokens"] = min_new
-    plain = model.generate(**batch, share_prefill=False, **kw)
-    ours = model.generate(**batch, share_prefill=True, **kw)
+    plain = generate_ids(model, batch, kw, share_prefill=False)
+    ours = generate_ids(model, batch, kw, share_prefill=True)
     texts = proc.tokenizer.batch_decode
     assert texts(ours, skip_special_tokens=True) == texts(plain, skip_special_tokens=True)
 
@@ -381,8 +382,8 @@ def test_llast_beam_search_finishes_clips_early(tiny_dirs):
         model.llm.get_output_embeddings().weight[eos] *= 6.0
     clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0)])]
     batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
-    out = model.generate(**batch, share_prefill=True, num_beams=3, max_new_tokens=12, early_stopping=True,
-                         do_sample=False, eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
+    out = generate_ids(model, batch, dict(num_beams=3, max_new_tokens=12, early_stopping=True,
+                       do_sample=False, eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id), share_prefill=True)
     lengths = [(row == eos).nonzero()[0].item() + 1 if (row == eos).any() else row.numel() for row in out]
     assert min(lengths) < 12, lengths
 

@@ -17,7 +17,8 @@ import soundfile as sf
 import torch
 
 import tiny
-from llast.checkpoint import load_model, save_checkpoint
+from llast.checkpoint import save_checkpoint
+from llast.decode import load_model
 from llast.cli import build_parser
 from llast.lora import apply_lora
 from llast.model import build_model

@@ -433,7 +433,7 @@ def test_two_processes_survive_a_batch_of_only_unreadable_clips(setup):
     """data.skip_bad with 2 processes: a rank whose whole batch is unreadable stands in with its last good
     batch at weight 0, so the other rank's gradient all-reduce does not wait forever."""
     from llast.data import build_samples
-    from llast.train import make_sampler
+    from llast.samplers import make_sampler
 
     y, out = setup("badrank", max_steps=4)
     common = ["data.batch_size=1", "data.skip_bad=true", "train.max_steps=4"]

@@ -7,8 +7,8 @@ from llast.errors import AudioError, CheckpointError, ConfigError, DataError, Ll
 
 
 def load_model(path, **kwargs):
-    """Load a checkpoint directory written by `llast train` (strict). See llast.checkpoint.load_model."""
-    from llast.checkpoint import load_model as _load
+    """Load a checkpoint directory written by `llast train` (strict). See llast.decode.load_model."""
+    from llast.decode import load_model as _load
 
     return _load(path, **kwargs)
 

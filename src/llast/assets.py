@@ -67,11 +67,13 @@ def _verify_whisper(path: Path) -> None:
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+    from llast.audio import SAMPLE_RATE
+
     model = WhisperForConditionalGeneration.from_pretrained(path)
     processor = WhisperProcessor.from_pretrained(path)
     cfg = model.config
     features = processor.feature_extractor(
-        [0.0] * 16000, sampling_rate=16000, return_tensors="pt"
+        [0.0] * SAMPLE_RATE, sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features  # (1, n_mels, 3000)
     if features.shape[1] != cfg.num_mel_bins:
         raise AssetError(f"{path}: feature extractor gives {features.shape[1]} mels, model wants {cfg.num_mel_bins}")

@@ -16,6 +16,8 @@ import soxr
 from llast.errors import AudioError
 
 SAMPLE_RATE = 16000  # Hz: what Whisper, wav2vec 2.0 and HuBERT expect
+HOP_LENGTH = 160  # samples between Whisper's log-mel frames (10 ms)
+N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed input window
 SILENCE_LEVEL = 1e-6  # a clip whose every |sample| is below this is treated as silent
 # Shortest clip the encoders take: Whisper's STFT needs > 200 samples, wav2vec 2.0's convolutions 400;
 # 0.1 s also leaves every adaptor (frame stacking, LST's strided convolutions) at least one embedding.

@@ -4,7 +4,7 @@ The same search as transformers' `generate(num_beams=K, early_stopping=True)` (i
 the 2K best continuations per clip, finished hypotheses scored with the length penalty, a clip done once
 K hypotheses are finished) with three differences in HOW, not in what:
 
-* the prompt is prefilled once per clip and its cache repeated for the beams (LLaST.generate does the
+* the prompt is prefilled once per clip and its cache repeated for the beams (LLaST.prefill does the
   prefill; the first step here runs one row per clip and only then repeats the cache K times);
 * the candidates are found without materialising the (B*K, V) log-probability tensor several times:
   log p = logit - logsumexp(logits) is a per-row shift, so each beam's top 2K logits hold its top 2K
@@ -72,16 +72,7 @@ def beam_search(
         if t < min_new_tokens:
             logits[:, eos] = float("-inf")
         top_val, top_tok = logits.topk(keep, dim=-1)  # (rows, keep): each row's best continuations
-        top_lp = top_val - lse
-        if t == 0:  # all beams of a clip are still the same: candidates come from its one row
-            cand = top_lp.view(n, keep)
-            beam_of = torch.zeros((n, keep), dtype=torch.long, device=device)
-            tok = top_tok.view(n, keep)
-        else:
-            acc = (top_lp.view(n, K, keep) + run_score[:, :, None]).view(n, K * keep)
-            cand, pick = acc.topk(keep, dim=-1)  # (n, keep), sorted best first
-            beam_of = pick // keep
-            tok = top_tok.view(n, K * keep).gather(1, pick)
+        cand, beam_of, tok = _candidates(top_val - lse, top_tok, run_score, first_step=t == 0)
         seq = run_seq.gather(1, beam_of[:, :, None].expand(n, keep, T))  # a new tensor: safe to write
         seq[:, :, t] = tok
         # a candidate stops at EOS, and every candidate stops at the length limit
@@ -93,17 +84,8 @@ def beam_search(
         run_score = r_score
         src_beam = beam_of.gather(1, r_pick)  # (n, K): which beam each new beam continues
 
-        # finished hypotheses: candidates among the K best that stopped, scored with the length penalty
-        full = fin_done.all(-1, keepdim=True)
-        f_cand = cand / ((t + 1) ** length_penalty) + full.float() * NEG + (~(stops & top_k_mask)).float() * NEG
-        m_score = torch.cat([fin_score, f_cand], dim=1)
-        m_seq = torch.cat([fin_seq, seq], dim=1)
-        m_len = torch.cat([fin_len, torch.full_like(f_cand, t + 1, dtype=torch.long)], dim=1)
-        m_done = torch.cat([fin_done, stops & top_k_mask & ~full], dim=1)
-        fin_score, f_pick = m_score.topk(K, dim=-1)
-        fin_seq = m_seq.gather(1, f_pick[:, :, None].expand(n, K, T))
-        fin_len = m_len.gather(1, f_pick)
-        fin_done = m_done.gather(1, f_pick)
+        fin_score, fin_seq, fin_len, fin_done = _finished(
+            (fin_score, fin_seq, fin_len, fin_done), cand, seq, stops & top_k_mask, t + 1, length_penalty)
 
         # clips with K finished hypotheses are done (early_stopping=True): record them, drop their rows
         done = fin_done.all(-1) | (t + 1 >= T)
@@ -127,3 +109,64 @@ def beam_search(
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         inputs = embed(run_seq[:, :, t].reshape(-1, 1))
     return out_seq[:, : int(out_len.max())]
+
+
+def _candidates(top_lp: torch.Tensor, top_tok: torch.Tensor, run_score: torch.Tensor, first_step: bool):
+    """The `keep` best continuations of each clip: (scores, beam each continues, token), each (n, keep).
+
+    top_lp, top_tok : (n * K, keep) each running beam's best log-probabilities and their tokens
+    run_score       : (n, K) the running beams' scores
+    """
+    n, K = run_score.shape
+    keep = top_lp.shape[-1]
+    if first_step:  # all beams of a clip are still the same: candidates come from its one row
+        return top_lp.view(n, keep), torch.zeros((n, keep), dtype=torch.long, device=top_lp.device), top_tok.view(n, keep)
+    acc = (top_lp.view(n, K, keep) + run_score[:, :, None]).view(n, K * keep)
+    cand, pick = acc.topk(keep, dim=-1)  # (n, keep), sorted best first
+    return cand, pick // keep, top_tok.view(n, K * keep).gather(1, pick)
+
+
+def _finished(fin: tuple, cand: torch.Tensor, seq: torch.Tensor, may_finish: torch.Tensor, length: int,
+              length_penalty: float) -> tuple:
+    """The K best finished hypotheses per clip after this step: the kept ones and the candidates that
+    finish now (`may_finish`: stopped, among the K best), scored with the length penalty; a clip that
+    already has K stays as it is. fin = (score (n, K), seq (n, K, T), length (n, K), done (n, K))."""
+    fin_score, fin_seq, fin_len, fin_done = fin
+    n, K, T = fin_seq.shape
+    full = fin_done.all(-1, keepdim=True)
+    f_cand = cand / (length ** length_penalty) + full.float() * NEG + (~may_finish).float() * NEG
+    m_score = torch.cat([fin_score, f_cand], dim=1)
+    m_seq = torch.cat([fin_seq, seq], dim=1)
+    m_len = torch.cat([fin_len, torch.full_like(f_cand, length, dtype=torch.long)], dim=1)
+    m_done = torch.cat([fin_done, may_finish & ~full], dim=1)
+    score, pick = m_score.topk(K, dim=-1)
+    return score, m_seq.gather(1, pick[:, :, None].expand(n, K, T)), m_len.gather(1, pick), m_done.gather(1, pick)
+
+
+def own_settings(llm, kw: dict) -> dict | None:
+    """Arguments for `beam_search` from transformers generate kwargs `kw`, when they ask for what it
+    implements (deterministic beam search, early_stopping=True, no logits processors but min_new_tokens,
+    in `kw` or in the LLM's generation config); None: it does not, transformers' beam search must run."""
+    gc = llm.generation_config
+    allowed = {"num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping", "do_sample",
+               "temperature", "top_p", "top_k", "eos_token_id", "pad_token_id", "repetition_penalty"}
+    if set(kw) - allowed or kw.get("early_stopping") is not True or kw.get("do_sample"):
+        return None
+    if (kw.get("repetition_penalty") or 1.0) != 1.0 or not kw.get("max_new_tokens"):
+        return None
+    for name in ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                 "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty"):
+        if getattr(gc, name, None) not in (None, 0, []):
+            return None
+    if getattr(gc, "repetition_penalty", 1.0) not in (None, 1.0):
+        return None
+    eos = kw.get("eos_token_id", gc.eos_token_id)
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = kw.get("pad_token_id", gc.pad_token_id)
+    if not eos:
+        return None
+    lp = kw.get("length_penalty")
+    lp = getattr(gc, "length_penalty", None) if lp is None else lp
+    lp = 1.0 if lp is None else lp
+    return dict(max_new_tokens=int(kw["max_new_tokens"]), eos_token_ids=eos, pad_token_id=eos[0] if pad is None else pad,
+                length_penalty=float(lp), min_new_tokens=int(kw.get("min_new_tokens") or 0))

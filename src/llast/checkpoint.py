@@ -8,8 +8,8 @@
       llm_lora/                    peft adapter, if L-LoRA
     merged exports (`llast export`) instead hold encoder/ and llm/ with the LoRA merged in.
 
-Every missing or unexpected tensor is an error that names the keys (LLaST's released code loads
-with strict=False, which hides wrong loads).
+Every missing, unexpected or mis-shaped tensor is an error that names the keys (llast.model.check_weights;
+LLaST's released code loads with strict=False, which hides wrong loads).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from llast.config import Config, from_dict, save_config, to_dict
 from llast.errors import CheckpointError
+from llast.model import check_weights
 
 FORMAT = 1
 
@@ -156,41 +157,18 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: cannot read the tensors (truncated or corrupt?): {' '.join(str(e).split())}") from None
 
 
-def build_named_model(cfg_model):
-    """llast.model.build_model (no LoRA yet), with a model name that cannot be loaded (a bundled model
-    not prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming
-    its key (model.encoder.name / model.llm.name)."""
-    from llast.errors import ConfigError, LlastError
-    from llast.model import build_model, load_encoder, load_llm
-
-    if getattr(cfg_model, "random_init", False):  # nothing to load: random weights from the kept config.json
-        return build_model(cfg_model)
-    dtype = getattr(torch, cfg_model.dtype)
-    loaded = {}
-    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
-        name = getattr(cfg_model, key).name
-        try:
-            loaded[key] = loader(name, dtype)
-        except (OSError, ValueError, KeyError, LlastError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
-    return build_model(cfg_model, encoder=loaded["encoder"], llm=loaded["llm"])
-
-
 def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = None):
     """LLaST (LoRA applied, untrained adaptor) as `config_file` describes it; a model it names that
     cannot be loaded is a CheckpointError naming the file and the key."""
     from llast.errors import ConfigError
-    from llast.lora import apply_lora
+    from llast.lora import build_lora_model
 
     if dtype is not None:
         cfg.model.dtype = dtype
     try:
-        model = build_named_model(cfg.model)
+        return build_lora_model(cfg.model)
     except ConfigError as e:
         raise CheckpointError(f"{config_file}: {e}") from None
-    apply_lora(model, cfg.model)
-    return model
 
 
 def _strict_load_lora(module, adapter_dir: Path) -> None:
@@ -200,14 +178,7 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
     if not weights.is_file():
         raise CheckpointError(f"{adapter_dir}: adapter_model.safetensors missing")
     state = read_tensors(weights)
-    expected = set(get_peft_model_state_dict(module).keys())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights}: LoRA weights do not match the model built from config.yaml: "
-            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
-            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
-        )
+    check_weights(state, get_peft_model_state_dict(module), f"{weights}: LoRA weights do not match the model built from config.yaml")
     try:
         set_peft_model_state_dict(module, state)
     except RuntimeError as e:
@@ -216,16 +187,11 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
 
 def load_adaptor(model, path: str | Path) -> None:
     """Only the adaptor weights of checkpoint `path`, strictly (train.init_from)."""
-    from safetensors.torch import load_file
-
     adaptor_file = Path(path) / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
-    state = load_file(str(adaptor_file))
-    own = model.adaptor.state_dict()
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match this config's adaptor: {bad[:8]}")
+    state = read_tensors(adaptor_file)
+    check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match this config's adaptor")
     model.adaptor.load_state_dict(state, strict=True)
 
 
@@ -236,16 +202,7 @@ def load_weights(model, path: str | Path) -> None:
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing")
     state = read_tensors(adaptor_file)
-    own = model.adaptor.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{adaptor_file}: adaptor weights do not match config.yaml: missing {missing}, unexpected {unexpected}")
-    bad_shapes = [k for k in own if own[k].shape != state[k].shape]
-    if bad_shapes:
-        raise CheckpointError(
-            f"{adaptor_file}: shape mismatch for "
-            + ", ".join(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in bad_shapes)
-        )
+    check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match config.yaml")
     model.adaptor.load_state_dict(state, strict=True)
     for part in ("encoder", "llm"):
         module = getattr(model, part)
@@ -269,25 +226,6 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
     model = build_checkpoint_model(cfg, Path(path) / "config.yaml", dtype)
     load_weights(model, path)
     return model.eval(), cfg
-
-
-def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True):
-    """A ready-to-use Translator for checkpoint `path` (see llast.decode.Translator).
-
-    With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
-    load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
-    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
-            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
-            then cast.
-    """
-    from llast.decode import Translator
-    from llast.model import inference_dtype
-
-    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
-    model, cfg = load_checkpoint(path)
-    if merge_lora:
-        merge_lora_weights(model)
-    return Translator(model, cfg, device=device, dtype=dtype)
 
 
 def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:

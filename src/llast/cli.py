@@ -1,10 +1,12 @@
-"""The ``llast`` command line. Parsers live here; each handler imports its module lazily so that
-``llast --help`` starts fast."""
+"""The ``llast`` command line: every parser and handler (the library modules take no argparse `args`).
+Each handler imports its modules lazily so that ``llast --help`` starts fast."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from llast.subtitles import FORMATS
 
 
 def _add_models(sub) -> None:
@@ -103,21 +105,12 @@ def _add_params(sub) -> None:
 
 
 def _run_params(args) -> int:
-    from llast import lora, model
+    from llast import lora
     from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     # random_init: the meta device, so even 13B models are counted in no memory
-    import contextlib
-
-    import torch
-
-    from llast.checkpoint import build_named_model
-
-    meta = cfg.model.random_init
-    m = model.build_model(cfg.model, device="meta") if meta else build_named_model(cfg.model)
-    with torch.device("meta") if meta else contextlib.nullcontext():
-        lora.apply_lora(m, cfg.model)
+    m = lora.build_lora_model(cfg.model, device="meta" if cfg.model.random_init else None)
     print(lora.format_param_counts(lora.param_counts(m)))
     print()
     print(lora.format_part_sizes(lora.part_sizes(m)))
@@ -200,7 +193,7 @@ def _add_translate(sub) -> None:
     p.add_argument("--src", required=True, help="source language code (fr, de, zh-CN, ...)")
     p.add_argument("--tgt", default="en", help="target language code (default en)")
     p.add_argument("--task", choices=["translate", "transcribe"], default="translate")
-    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text",
+    p.add_argument("--format", choices=FORMATS, default="text",
                    help="text: 'file<TAB>text'; json: one JSON line per file with segments (start, end, text); "
                         "srt / vtt: subtitles, one cue per speech segment")
     p.add_argument("--json", action="store_true", help="same as --format json")
@@ -213,13 +206,48 @@ def _add_translate(sub) -> None:
 
 
 def _run_translate(args) -> int:
+    """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
+    from pathlib import Path
+
+    from llast.audio import audio_duration
     from llast.config import check_chunk_seconds
+    from llast.decode import load_translator
+    from llast.errors import ConfigError
+    from llast.processor import language_name
+    from llast.segment import SegmentOptions
+    from llast.subtitles import render
 
     overrides = _decode_overrides(args)
     check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")  # the model's limit: once loaded
-    from llast import decode
-
-    return decode.translate_cli(args, overrides)
+    fmt = "json" if args.json else args.format
+    if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
+        raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
+    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
+    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
+    for path in args.files:  # errors before the model is loaded
+        audio_duration(path)
+    translator = load_translator(args.model, args.dtype)
+    opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
+    tgt = args.src if args.task == "transcribe" else args.tgt
+    results = translator.translate(
+        list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
+        segment_options=opts, **overrides,
+    )
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path, segs in zip(args.files, results):
+        meta = {"file": str(path), "src": args.src, "tgt": tgt, "task": args.task}
+        text = render(segs, fmt, meta)
+        if out_dir is not None:
+            target = out_dir / f"{Path(path).stem}.{'txt' if fmt == 'text' else fmt}"
+            target.write_text(text, encoding="utf-8")
+            print(f"{path}\t{target}", file=sys.stderr)
+        elif fmt == "text":
+            print(f"{path}\t{text.rstrip()}")
+        else:
+            print(text, end="")
+    return 0
 
 
 def _add_evaluate(sub) -> None:
@@ -252,14 +280,136 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    from pathlib import Path
+
+    from llast import evaluate
+    from llast.errors import ConfigError
+
     overrides = _decode_overrides(args)
     if args.limit is not None and args.limit < 1:
-        from llast.errors import ConfigError
-
         raise ConfigError(f"--limit: {args.limit} is not allowed; expected at least 1 sample per data set")
-    from llast import evaluate
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if args.baseline in ("cascade", "text"):
+        return _evaluate_llm_baseline(args, overrides)
+    if args.model is None:
+        raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
+    unreadable: list[str] | None = [] if args.skip_bad else None
+    empty: dict = {}
+    sets = evaluate.group_sets(args.data, args.task, args.limit, skipped=unreadable, empty=empty)
+    if args.baseline == "whisper":
+        generate, meta, max_seconds = _whisper_baseline(args, overrides)
+    else:
+        from llast.decode import load_translator
 
-    return evaluate.evaluate_cli(args, overrides)
+        translator = load_translator(args.model, args.dtype)
+        decode = translator.decode_config(**overrides)
+
+        def generate(examples, on_batch=None):
+            return translator.generate(examples, decode, on_batch=on_batch)
+
+        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams,
+                "dtype": str(next(translator.model.parameters()).dtype)}
+        max_seconds = translator.cfg.model.encoder.max_seconds
+    meta["lowercase"] = args.lowercase
+    if unreadable:
+        meta["skipped_while_reading"] = len(unreadable)
+        meta["skipped_while_reading_samples"] = unreadable[:50]
+    scores = evaluate.evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad,
+                               max_seconds=max_seconds, meta=meta, empty=empty)
+    evaluate.print_scores(scores)
+    print(f"wrote {Path(args.out) / 'score.json'}")
+    return 0
+
+
+def _whisper_baseline(args, overrides: dict):
+    """(generate, meta, max_seconds) of `llast evaluate --baseline whisper`."""
+    import dataclasses
+    from pathlib import Path
+
+    from llast.checkpoint import read_checkpoint_config
+    from llast.config import DecodeConfig
+    from llast.evaluate import WhisperBaseline
+
+    name = args.model
+    if (Path(args.model) / "llast.json").is_file():
+        name = read_checkpoint_config(args.model).model.encoder.name
+    decode = dataclasses.replace(DecodeConfig(), **overrides)
+    baseline = WhisperBaseline(name, decode, dtype=args.dtype)
+    meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
+    return baseline.generate, meta, 30.0
+
+
+def llm_baseline_parts(args) -> tuple:
+    """(ASR name, LLM name, prompt) of the cascade and text baselines: --asr and --llm, else the parts of
+    the checkpoint given as --model (and its instruction wording), else whisper-base and the bundled Qwen."""
+    from llast.config import PromptConfig
+
+    asr, llm, prompt = "whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig()
+    if args.model is not None:
+        from llast.checkpoint import read_checkpoint_config
+
+        cfg = read_checkpoint_config(args.model)
+        asr, llm, prompt = cfg.model.encoder.name, cfg.model.llm.name, cfg.model.prompt
+    return args.asr or asr, args.llm or llm, prompt
+
+
+def _evaluate_llm_baseline(args, overrides: dict) -> int:
+    """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
+    or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from llast.config import DecodeConfig
+    from llast.errors import ConfigError
+    from llast.evaluate import (WhisperBaseline, add_asr_scores, evaluate_text, gold_sources, group_sets, print_scores,
+                                read_transcripts, transcribe_sources)
+    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+    from llast.model import load_encoder_config
+
+    if args.task != "translate":
+        raise ConfigError(f"--baseline {args.baseline} scores translation; --task {args.task} is not supported")
+    asr_name, llm_name, prompt = llm_baseline_parts(args)
+    system = {None: TRANSLATION_ONLY, "template": None}.get(args.llm_system, args.llm_system)
+    prompt = dataclasses.replace(prompt, system=system)
+    if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
+        raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
+    decode = dataclasses.replace(DecodeConfig(), **overrides)
+    sets = group_sets(args.data, "translate", args.limit)
+    out = Path(args.out)
+    if args.baseline == "cascade" and args.transcripts:
+        inputs, skipped, asr_scores = read_transcripts(args.transcripts, sets)
+        asr_name = f"transcripts of {args.transcripts}"
+    elif args.baseline == "cascade":
+        asr = WhisperBaseline(asr_name, decode, dtype=args.dtype)
+        asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(asr.dtype)}
+        inputs, skipped, asr_scores = transcribe_sources(asr, sets, out, args.skip_bad, args.lowercase, asr_meta)
+        del asr
+    else:
+        inputs, skipped = gold_sources(sets, args.skip_bad)
+    llm = TextTranslator.load(llm_name, prompt=prompt, dtype=args.dtype)
+
+    def translate(texts, src, tgt, on_batch=None):
+        return llm.translate(texts, src, tgt, decode, on_batch=on_batch)
+
+    meta = {"system": f"{args.baseline} baseline: " + (f"{asr_name} transcribes, " if args.baseline == "cascade" else "")
+            + f"{llm_name} translates" + (" the transcript" if args.baseline == "cascade" else " the gold source text"),
+            "llm": llm_name, "llm_system_message": prompt.system, "instruction": prompt.translate,
+            "num_beams": decode.num_beams, "dtype": str(next(llm.model.parameters()).dtype), "lowercase": args.lowercase}
+    if args.baseline == "cascade":
+        meta["asr"] = asr_name
+    scores = evaluate_text(translate, sets, inputs, out, args.lowercase, skipped, meta=meta)
+    if args.baseline == "cascade":
+        add_asr_scores(scores, sets, asr_scores)
+        (out / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
+    print_scores(scores)
+    for name, r in scores["sets"].items():
+        if r.get("asr_wer") is not None:
+            print(f"{name}: ASR WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f}  ({asr_name}; transcripts in {out / 'asr'})")
+    print(f"wrote {out / 'score.json'}")
+    return 0
 
 
 def _add_export(sub) -> None:
@@ -301,9 +451,28 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    from llast import serve
+    import logging
+    import os
 
-    return serve.serve_cli(args, _decode_overrides(args))
+    from llast.decode import load_translator
+    from llast.serve import Server, ServeOptions
+
+    overrides = _decode_overrides(args)
+    api_key = args.api_key or os.environ.get("LLAST_API_KEY") or None
+    opts = ServeOptions(
+        model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
+        max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout,
+    )
+    translator = load_translator(args.model, args.dtype)
+    if overrides:
+        translator.cfg.decode = translator.decode_config(**overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server = Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
+    key_note = "API key required" if api_key else "no API key"
+    print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs)", flush=True)
+    server.serve_forever()
+    return 0
 
 
 _COMMANDS = {

@@ -188,6 +188,8 @@ class DecodeConfig:
     # Beam search: run each prompt's prefill once and share its KV cache among the beams (same outputs;
     # transformers alone prefills every beam). False = plain transformers beam search.
     share_prefill: bool = True
+    # Beam search after the shared prefill: "llast" (llast.beam: same outputs, less work) or "transformers".
+    beam_search: str = "llast"
 
 
 @dataclass
@@ -210,7 +212,7 @@ _CHOICES = {
     "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
     "train.objective": ("lm", "ctc"),
 }
-_SOURCE_FORMATS = ("covost", "mustc", "jsonl")
+SOURCE_FORMATS = ("covost", "mustc", "jsonl")  # data.*[].format: llast.data.read_source reads each
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -318,6 +320,7 @@ _DECODE_RULES: dict[str, tuple[Any, str]] = {
     "repetition_penalty": (lambda v: 0 < v <= 10, "a number in (0, 10]"),
     "batch_size": (lambda v: 1 <= v <= MAX_DECODE_BATCH, f"an integer in [1, {MAX_DECODE_BATCH}]"),
     "max_batch_seconds": (lambda v: 0 < v <= 36000, "a number of seconds in (0, 36000]"),
+    "beam_search": (lambda v: v in ("llast", "transformers"), "llast or transformers"),
 }
 _LORA_RULES: dict[str, tuple[Any, str]] = {
     "r": (lambda v: 1 <= v <= 4096, "an integer in [1, 4096]"),
@@ -433,8 +436,8 @@ def validate(cfg: Config) -> Config:
     for part in ("train", "dev"):
         for i, src in enumerate(getattr(cfg.data, part)):
             where = f"data.{part}[{i}]"
-            if src.format not in _SOURCE_FORMATS:
-                raise ConfigError(f"{where}.format: {src.format!r} is not one of {', '.join(_SOURCE_FORMATS)}")
+            if src.format not in SOURCE_FORMATS:
+                raise ConfigError(f"{where}.format: {src.format!r} is not one of {', '.join(SOURCE_FORMATS)}")
             if not src.path:
                 raise ConfigError(f"{where}.path: empty (the TSV, manifest or MuST-C split folder)")
             if src.weight < 0:

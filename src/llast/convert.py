@@ -192,26 +192,30 @@ def ct2_whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, torch.Tensor], dict
         sd[f"{dst}.k_proj.weight"] = wk
         sd[f"{dst}.v_proj.weight"], sd[f"{dst}.v_proj.bias"] = wv, bv
 
+    def self_attention(dst: str, src: str) -> None:
+        fused_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0")
+        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+
+    def feed_forward(dst: str, src: str) -> None:
+        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
+        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
+        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+
     for conv in ("conv1", "conv2"):
         linear(f"model.encoder.{conv}", f"encoder/{conv}")
     sd["model.encoder.embed_positions.weight"] = v("encoder/position_encodings/encodings")
     for i in range(n_enc):
         src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-        fused_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0")
-        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
-        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
-        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+        self_attention(dst, src)
+        feed_forward(dst, src)
     norm("model.encoder.layer_norm", "encoder/layer_norm")
 
     sd["model.decoder.embed_tokens.weight"] = v("decoder/embeddings/weight")
     sd["model.decoder.embed_positions.weight"] = v("decoder/position_encodings/encodings")
     for i in range(n_dec):
         src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        fused_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0")
-        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        self_attention(dst, src)
         linear(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
         wk, wv = v(f"{src}/attention/linear_1/weight").chunk(2, dim=0)
         _, bv = v(f"{src}/attention/linear_1/bias").chunk(2, dim=0)
@@ -219,9 +223,7 @@ def ct2_whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, torch.Tensor], dict
         sd[f"{dst}.encoder_attn.v_proj.weight"], sd[f"{dst}.encoder_attn.v_proj.bias"] = wv, bv
         linear(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
         norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
-        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
-        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
-        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+        feed_forward(dst, src)
     norm("model.decoder.layer_norm", "decoder/layer_norm")
 
     sd = {k: t.float().contiguous() for k, t in sd.items()}

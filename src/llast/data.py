@@ -1,4 +1,5 @@
-"""Corpora (CoVoST-2, MuST-C, JSONL manifests) as lists of `Sample`, the ST+ASR mix, and batch samplers.
+"""Corpora (CoVoST-2, MuST-C, JSONL manifests) as lists of `Sample`, the ST+ASR mix, the dataset that
+loads their audio, and CoVoST audio preparation. Batch samplers: llast.samplers.
 
 Readers check their input and raise DataError naming the file and line (or AudioError naming the clip),
 so a malformed corpus stops at load time, not hours into training.
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 from llast.audio import SAMPLE_RATE, audio_duration, load_audio
-from llast.config import DataSource
+from llast.config import SOURCE_FORMATS, DataSource
 from llast.errors import AudioError, DataError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Sample:
     target_text: str
     offset: float = 0.0  # seconds into `audio` where the utterance starts
     duration: float | None = None  # seconds; None = to the end of the file (filled from the header when known)
-    weight: float = 1.0  # expected copies per epoch (see DurationBatchSampler)
+    weight: float = 1.0  # expected copies per epoch (see llast.samplers)
 
 
 def transcription_of(sample: Sample, weight: float | None = None) -> Sample:
@@ -386,7 +387,7 @@ def read_source(src: DataSource, skipped: list[str] | None = None) -> list[Sampl
     elif src.format == "jsonl":
         samples = read_manifest(src.path, limit=src.limit, skipped=skipped)
     else:
-        raise DataError(f"{src.path}: unknown data format {src.format!r} (covost, mustc or jsonl)")
+        raise DataError(f"{src.path}: unknown data format {src.format!r} ({', '.join(SOURCE_FORMATS)})")
     for pair in {(s.src_lang, s.tgt_lang) for s in samples}:
         for code in pair:
             check_language(code, str(src.path))
@@ -435,189 +436,6 @@ def build_samples(
                     mine.append(transcription_of(s, weight=s.weight * asr_weight))
         out.extend(drop_empty(mine, src.path)[0])
     return out
-
-
-# ----------------------------------------------------------------------------- batch samplers
-
-
-class _EpochBatchSampler(torch.utils.data.Sampler):
-    """Epoch, weighted resampling, rank split and resume logic shared by the two batch samplers.
-
-    Resume: ``state_dict()`` gives {"epoch", "batches_done"} (batches handed out in this epoch);
-    after ``load_state_dict(state)`` the next iteration starts at that batch. ``set_epoch(e)`` with
-    the loaded epoch keeps the resume point. With DataLoader workers the sampler runs ahead of
-    training by the prefetched batches, so a training loop should save the batches it has consumed:
-    ``state_dict(batches_done=n)``.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        weights: list[float] | None,
-        shuffle: bool,
-        seed: int,
-        num_replicas: int,
-        rank: int,
-        drop_last: bool,
-    ):
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
-        if weights is not None and len(weights) != n:
-            raise ValueError(f"{len(weights)} weights for {n} samples")
-        if weights is not None and any(w < 0 for w in weights):
-            raise ValueError("sample weights must be >= 0")
-        self.n = n
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
-        self.shuffle = shuffle
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.batches_done = 0
-        self._resume_at = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
-
-    def _rng(self, purpose: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, purpose])
-
-    def _draw(self) -> np.ndarray:
-        """This epoch's indices: weight w gives floor(w) copies plus one more with probability frac(w)."""
-        if self.weights is None:
-            return np.arange(self.n)
-        whole = np.floor(self.weights).astype(np.int64)
-        extra = self._rng(0).random(self.n) < (self.weights - whole)
-        return np.repeat(np.arange(self.n), whole + extra)
-
-    def _make_batches(self) -> list[list[int]]:
-        raise NotImplementedError
-
-    def _rank_batches(self) -> list[list[int]]:
-        """The batches of this rank in this epoch (cached per epoch)."""
-        if self._cache is not None and self._cache[0] == self.epoch:
-            return self._cache[1]
-        batches = self._make_batches()
-        if self.num_replicas > 1:
-            if self.drop_last:
-                batches = batches[: len(batches) - len(batches) % self.num_replicas]
-            elif batches and len(batches) % self.num_replicas:
-                pad = self.num_replicas - len(batches) % self.num_replicas
-                batches = batches + [batches[i % len(batches)] for i in range(pad)]  # same count on every rank
-            batches = batches[self.rank :: self.num_replicas]
-        self._cache = (self.epoch, batches)
-        return batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (changes the resampling and shuffling); keeps a loaded resume point of that epoch."""
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.batches_done = 0
-            self._resume_at = 0
-
-    def __len__(self) -> int:
-        """Batches of this rank in the current epoch (the whole epoch, also when resuming mid-epoch)."""
-        return len(self._rank_batches())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._rank_batches()
-        start, self._resume_at = self._resume_at, 0
-        self.batches_done = start
-        for batch in batches[start:]:
-            self.batches_done += 1
-            yield list(batch)
-
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        return {"epoch": self.epoch, "batches_done": self.batches_done if batches_done is None else batches_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self.batches_done = self._resume_at = int(state["batches_done"])
-
-
-class DurationBatchSampler(_EpochBatchSampler):
-    """Batches of similar-length clips whose padded audio is at most `max_batch_seconds`.
-
-    Per epoch: draw the samples (weights), split them into `num_buckets` equal-count duration buckets,
-    sort each bucket by duration (random tie order), cut batches greedily while
-    ``len(batch) * max_duration_in_batch <= max_batch_seconds`` and ``len(batch) <= max_batch_size``
-    (a clip longer than max_batch_seconds forms a batch of its own), then shuffle the batches.
-    Yields lists of indices into `durations`.
-    """
-
-    def __init__(
-        self,
-        durations: list[float],
-        weights: list[float] | None = None,
-        max_batch_seconds: float = 120.0,
-        max_batch_size: int = 16,
-        num_buckets: int = 10,
-        shuffle: bool = True,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        drop_last: bool = False,
-    ):
-        super().__init__(len(durations), weights, shuffle, seed, num_replicas, rank, drop_last)
-        if max_batch_seconds <= 0 or max_batch_size < 1 or num_buckets < 1:
-            raise ValueError("max_batch_seconds, max_batch_size and num_buckets must be positive")
-        self.durations = np.asarray(durations, dtype=np.float64)
-        self.max_batch_seconds = max_batch_seconds
-        self.max_batch_size = max_batch_size
-        self.num_buckets = num_buckets
-
-    def _make_batches(self) -> list[list[int]]:
-        idx = self._draw()
-        if self.shuffle:
-            idx = self._rng(1).permutation(idx)  # random order among equal durations
-        idx = idx[np.argsort(self.durations[idx], kind="stable")]
-        batches: list[list[int]] = []
-        for bucket in np.array_split(idx, min(self.num_buckets, max(len(idx), 1))):
-            batch: list[int] = []
-            longest = 0.0
-            for i in bucket.tolist():
-                d = float(self.durations[i])
-                # Sorted ascending, so the new clip is the longest of the batch.
-                if batch and ((len(batch) + 1) * max(longest, d) > self.max_batch_seconds or len(batch) >= self.max_batch_size):
-                    batches.append(batch)
-                    batch, longest = [], 0.0
-                batch.append(i)
-                longest = max(longest, d)
-            if batch:
-                batches.append(batch)
-        if self.shuffle:
-            order = self._rng(2).permutation(len(batches))
-            batches = [batches[k] for k in order]
-        return batches
-
-
-class CountBatchSampler(_EpochBatchSampler):
-    """Fixed `batch_size` batches in corpus order (shuffled with `shuffle`): the released LLaST code's way.
-
-    Same interface as DurationBatchSampler; `durations` is only used for its length.
-    """
-
-    def __init__(
-        self,
-        durations: list[float],
-        weights: list[float] | None = None,
-        batch_size: int = 16,
-        shuffle: bool = True,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        drop_last: bool = False,
-    ):
-        super().__init__(len(durations), weights, shuffle, seed, num_replicas, rank, drop_last)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.batch_size = batch_size
-
-    def _make_batches(self) -> list[list[int]]:
-        idx = self._draw()
-        if self.shuffle:
-            idx = self._rng(1).permutation(idx)
-        idx = idx.tolist()
-        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -789,9 +607,3 @@ def prepare_covost_audio(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return report
-
-
-def total_hours(samples: list[Sample]) -> float:
-    """Total audio of `samples` in hours (samples without a duration count as 0)."""
-    return sum(s.duration or 0.0 for s in samples) / 3600.0
-

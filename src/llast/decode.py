@@ -1,4 +1,4 @@
-"""Decoding: batched beam search (or greedy) with left padding and the KV cache.
+"""Decoding: batched beam search (or greedy) with left padding and the KV cache; loading a model for it.
 
 `Translator` is the Python API: ``llast.load_model(ckpt).translate("clip.wav", src="fr", tgt="en")``.
 Clips are sorted by length and decoded in batches (LLaST's released code decodes one clip at a
@@ -16,8 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from llast import beam
+from llast.audio import SAMPLE_RATE
 from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode
 from llast.processor import Example, build_processor
+from llast.samplers import pack_by_duration
 from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
 
 WINDOW_SECONDS = 300.0  # translate_segments loads this much segment audio at a time (~19 MB at 16 kHz)
@@ -37,8 +40,29 @@ def generate_kwargs(decode: DecodeConfig, tokenizer) -> dict:
         early_stopping=True if decode.num_beams > 1 else False,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        share_prefill=decode.share_prefill,  # consumed by LLaST.generate
     )
+
+
+def generate_ids(model, batch: dict, kwargs: dict, share_prefill: bool = True, beam_search: str = "llast") -> torch.Tensor:
+    """Token ids of the continuation only, (B, new_tokens), of a left-padded batch: THE choice of decoding path.
+
+    kwargs        : transformers generate kwargs (`generate_kwargs`, or more: min_new_tokens, ...)
+    share_prefill : with beam search, run each prompt (all but its last token) once per clip
+                    (LLaST.prefill) and share its KV cache among the beams; transformers alone copies
+                    every prompt num_beams times BEFORE the prefill. Same outputs, less work.
+    beam_search   : who continues from the shared prefill: "llast" (llast.beam: same search, fewer passes
+                    over the vocabulary, finished clips leave the batch; transformers' when the settings ask
+                    for something llast.beam does not implement) or "transformers".
+    """
+    num_beams = kwargs.get("num_beams", 1)
+    if num_beams == 1 or not share_prefill or batch["input_ids"].shape[1] < 2:
+        return model.generate(**batch, **kwargs)
+    embeds, cache = model.prefill(**batch)
+    own = beam.own_settings(model.llm, kwargs) if beam_search == "llast" else None
+    if own is not None:
+        return beam.beam_search(model.llm, embeds[:, -1:], batch["attention_mask"], cache, num_beams=num_beams, **own)
+    cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
+    return model.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], past_key_values=cache, **kwargs)
 
 
 def _check_array(audio, index: int) -> np.ndarray:
@@ -88,24 +112,15 @@ class Translator:
         `on_batch(n)` is called after each batch of n clips (progress reporting)."""
         decode = check_decode(decode)
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio), reverse=True)
+        seconds = [len(examples[i].audio) / SAMPLE_RATE for i in order]
+        batches = pack_by_duration(order, seconds, decode.max_batch_seconds, decode.batch_size)
         out: list[str | None] = [None] * len(examples)
         kwargs = generate_kwargs(decode, self.tokenizer)
-        batches, cur, cur_max = [], [], 0
-        for i in order:
-            n = len(examples[i].audio)
-            longest = max(cur_max, n)
-            if cur and (len(cur) + 1 > decode.batch_size or longest * (len(cur) + 1) / 16000 > decode.max_batch_seconds):
-                batches.append(cur)
-                cur, longest = [], n
-            cur.append(i)
-            cur_max = longest
-        if cur:
-            batches.append(cur)
         bar = tqdm(total=len(examples), desc="decoding", unit="clip", disable=not progress, file=sys.stderr)
         for idx in batches:
             batch = self.processor([examples[i] for i in idx], padding_side="left")
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            ids = self.model.generate(**batch, **kwargs)
+            ids = generate_ids(self.model, batch, kwargs, decode.share_prefill, decode.beam_search)
             texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
             for i, t in zip(idx, texts):
                 out[i] = t.strip()
@@ -176,40 +191,32 @@ class Translator:
         return joined[0] if single else joined
 
 
-def translate_cli(args, overrides: dict) -> int:
-    """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
-    from llast.audio import audio_duration
-    from llast.errors import ConfigError
-    from llast.evaluate import _load_translator
-    from llast.processor import language_name
-    from llast.subtitles import render
+def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True) -> Translator:
+    """A ready-to-use Translator for checkpoint `path`.
 
-    fmt = "json" if args.json else args.format
-    if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
-        raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
-    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
-    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
-    for path in args.files:  # errors before the model is loaded
-        audio_duration(path)
-    translator = _load_translator(args.model, args.dtype)
-    opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
-    tgt = args.src if args.task == "transcribe" else args.tgt
-    results = translator.translate(
-        list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
-        segment_options=opts, **overrides,
-    )
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for path, segs in zip(args.files, results):
-        meta = {"file": str(path), "src": args.src, "tgt": tgt, "task": args.task}
-        text = render(segs, fmt, meta)
-        if out_dir is not None:
-            target = out_dir / f"{Path(path).stem}.{'txt' if fmt == 'text' else fmt}"
-            target.write_text(text, encoding="utf-8")
-            print(f"{path}\t{target}", file=sys.stderr)
-        elif fmt == "text":
-            print(f"{path}\t{text.rstrip()}")
-        else:
-            print(text, end="")
-    return 0
+    With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
+    load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
+    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
+            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
+            then cast.
+    """
+    from llast.checkpoint import load_checkpoint, merge_lora_weights
+    from llast.model import inference_dtype
+
+    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
+    model, cfg = load_checkpoint(path)
+    if merge_lora:
+        merge_lora_weights(model)
+    return Translator(model, cfg, device=device, dtype=dtype)
+
+
+def load_translator(spec: str, dtype: str = "auto") -> Translator:
+    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
+    if spec.endswith((".yaml", ".yml")):
+        from llast.checkpoint import build_lora_model
+        from llast.config import load_config
+
+        cfg = load_config(spec)
+        torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
+        return Translator(build_lora_model(cfg.model), cfg, dtype=dtype)
+    return load_model(spec, dtype=dtype)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llast.audio import load_audio
+from llast.audio import SAMPLE_RATE, load_audio
 from llast.segment import SegmentOptions, plan_segments, segment_audio
 from llast.config import DataSource, DecodeConfig
 from llast.data import Sample, drop_empty, read_source, transcription_of
@@ -151,7 +151,7 @@ class WhisperBaseline:
             ex = chunk[0]
             if ex.task == "translate" and ex.tgt_lang != "en":
                 raise ConfigError(f"Whisper's translate task only produces English, not {ex.tgt_lang}")
-            feats = self.processor.feature_extractor([e.audio for e in chunk], sampling_rate=16000, return_tensors="pt")
+            feats = self.processor.feature_extractor([e.audio for e in chunk], sampling_rate=SAMPLE_RATE, return_tensors="pt")
             language = ex.src_lang.split("-")[0]  # zh-CN -> zh
             kwargs = {}
             if getattr(self.model.generation_config, "is_multilingual", True) is not False:
@@ -196,26 +196,8 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
         try:
             pending = list(reversed(samples))
             while pending:
-                chunk, examples, owner, error, loaded = [], [], [], None, 0
-                # At most CHUNK clips and about CHUNK_SECONDS of audio in memory at a time.
-                while pending and len(chunk) < CHUNK and loaded < CHUNK_SECONDS * 16000:
-                    s = pending.pop()
-                    try:
-                        audios = _load_segments(s, opts)
-                    except AudioError as e:
-                        if not skip_bad:
-                            error = (s, e)
-                            break  # decode and write what is loaded, then stop
-                        skipped.append({"id": s.id, "reason": str(e)})
-                        bar.update(1)
-                        continue
-                    audio_seconds += sum(len(a) for a in audios) / 16000
-                    loaded += sum(len(a) for a in audios)
-                    chunk.append(s)
-                    examples += [Example(a, src, tgt, task) for a in audios]
-                    owner += [len(chunk) - 1] * len(audios)
-                    if len(audios) != 1:
-                        bar.total += len(audios) - 1
+                chunk, examples, owner, error, audio_seconds = _next_chunk(
+                    pending, opts, (src, tgt, task), skip_bad, skipped, bar, audio_seconds)
                 segment_texts = generate(examples, on_batch=bar.update) if examples else []
                 parts: list[list[str]] = [[] for _ in chunk]
                 for t, o in zip(segment_texts, owner):
@@ -252,6 +234,34 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     return scores
 
 
+def _next_chunk(pending: list, opts: SegmentOptions, direction: tuple[str, str, str], skip_bad: bool, skipped: list,
+                bar, audio_seconds: float) -> tuple[list, list, list, tuple | None, float]:
+    """The next samples of `pending` (taken from its end) to decode together: at most CHUNK clips and about
+    CHUNK_SECONDS of audio in memory. Returns (samples, examples: one per segment, the sample of each
+    example, (sample, AudioError) that stops the set or None, `audio_seconds` plus what was loaded).
+    With `skip_bad`, unreadable clips are appended to `skipped` instead."""
+    chunk, examples, owner, error, loaded = [], [], [], None, 0
+    while pending and len(chunk) < CHUNK and loaded < CHUNK_SECONDS * SAMPLE_RATE:
+        s = pending.pop()
+        try:
+            audios = _load_segments(s, opts)
+        except AudioError as e:
+            if not skip_bad:
+                error = (s, e)
+                break  # decode and write what is loaded, then stop
+            skipped.append({"id": s.id, "reason": str(e)})
+            bar.update(1)
+            continue
+        audio_seconds += sum(len(a) for a in audios) / SAMPLE_RATE
+        loaded += sum(len(a) for a in audios)
+        chunk.append(s)
+        examples += [Example(a, *direction) for a in audios]
+        owner += [len(chunk) - 1] * len(audios)
+        if len(audios) != 1:
+            bar.total += len(audios) - 1
+    return chunk, examples, owner, error, audio_seconds
+
+
 def _line(text: str) -> str:
     return " ".join(text.splitlines())
 
@@ -273,70 +283,6 @@ def print_scores(scores: dict) -> None:
     unreadable = scores.get("meta", {}).get("skipped_while_reading", 0)
     if unreadable:
         print(f"skipped {unreadable} clips whose audio is missing or unreadable while reading the data (--skip-bad)")
-
-
-def _load_translator(spec: str, dtype: str = "auto"):
-    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
-    from llast.checkpoint import load_model
-
-    if spec.endswith((".yaml", ".yml")):
-        import torch
-
-        from llast.config import load_config
-        from llast.decode import Translator
-        from llast.checkpoint import build_named_model
-        from llast.lora import apply_lora
-
-        cfg = load_config(spec)
-        torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
-        model = build_named_model(cfg.model)
-        apply_lora(model, cfg.model)
-        return Translator(model, cfg, dtype=dtype)
-    return load_model(spec, dtype=dtype)
-
-
-def evaluate_cli(args, overrides: dict) -> int:
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    if args.baseline in ("cascade", "text"):
-        return evaluate_llm_baseline(args, overrides)
-    if args.model is None:
-        raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
-    unreadable: list[str] | None = [] if args.skip_bad else None
-    empty: dict = {}
-    sets = group_sets(args.data, args.task, args.limit, skipped=unreadable, empty=empty)
-    if args.baseline == "whisper":
-        import dataclasses
-
-        from llast.checkpoint import read_checkpoint_config
-
-        name = args.model
-        if (Path(args.model) / "llast.json").is_file():
-            name = read_checkpoint_config(args.model).model.encoder.name
-        decode = dataclasses.replace(DecodeConfig(), **overrides)
-        baseline = WhisperBaseline(name, decode, dtype=args.dtype)
-        generate = baseline.generate
-        meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
-        max_seconds = 30.0
-    else:
-        translator = _load_translator(args.model, args.dtype)
-        decode = translator.decode_config(**overrides)
-        def generate(examples, on_batch=None):
-            return translator.generate(examples, decode, on_batch=on_batch)
-
-        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams,
-                "dtype": str(next(translator.model.parameters()).dtype)}
-        max_seconds = translator.cfg.model.encoder.max_seconds
-    meta["lowercase"] = args.lowercase
-    if unreadable:
-        meta["skipped_while_reading"] = len(unreadable)
-        meta["skipped_while_reading_samples"] = unreadable[:50]
-    scores = evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad, max_seconds=max_seconds,
-                      meta=meta, empty=empty)
-    print_scores(scores)
-    print(f"wrote {Path(args.out) / 'score.json'}")
-    return 0
 
 
 # ----------------------------------------------------------------------------- cascade and text baselines
@@ -443,72 +389,7 @@ def read_transcripts(asr_dir: str | Path, sets) -> tuple[dict, dict, dict]:
     return transcripts, skipped, by_src
 
 
-def llm_baseline_parts(args) -> tuple[str, str, "PromptConfig"]:
-    """(ASR name, LLM name, prompt) of the cascade and text baselines: --asr and --llm, else the parts of
-    the checkpoint given as --model (and its instruction wording), else whisper-base and the bundled Qwen."""
-    from llast.config import PromptConfig
-
-    asr, llm, prompt = "whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig()
-    if args.model is not None:
-        from llast.checkpoint import read_checkpoint_config
-
-        cfg = read_checkpoint_config(args.model)
-        asr, llm, prompt = cfg.model.encoder.name, cfg.model.llm.name, cfg.model.prompt
-    return args.asr or asr, args.llm or llm, prompt
-
-
-def evaluate_llm_baseline(args, overrides: dict) -> int:
-    """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
-    or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
-    import dataclasses
-
-    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
-    from llast.model import load_encoder_config
-
-    if args.task != "translate":
-        raise ConfigError(f"--baseline {args.baseline} scores translation; --task {args.task} is not supported")
-    asr_name, llm_name, prompt = llm_baseline_parts(args)
-    system = {None: TRANSLATION_ONLY, "template": None}.get(args.llm_system, args.llm_system)
-    prompt = dataclasses.replace(prompt, system=system)
-    if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
-        raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
-    decode = dataclasses.replace(DecodeConfig(), **overrides)
-    sets = group_sets(args.data, "translate", args.limit)
-    out = Path(args.out)
-    if args.baseline == "cascade" and args.transcripts:
-        inputs, skipped, asr_scores = read_transcripts(args.transcripts, sets)
-        asr_name = f"transcripts of {args.transcripts}"
-    elif args.baseline == "cascade":
-        asr = WhisperBaseline(asr_name, decode, dtype=args.dtype)
-        asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(asr.dtype)}
-        inputs, skipped, asr_scores = transcribe_sources(asr, sets, out, args.skip_bad, args.lowercase, asr_meta)
-        del asr
-    else:
-        inputs, skipped = gold_sources(sets, args.skip_bad)
-    llm = TextTranslator.load(llm_name, prompt=prompt, dtype=args.dtype)
-
-    def translate(texts, src, tgt, on_batch=None):
-        return llm.translate(texts, src, tgt, decode, on_batch=on_batch)
-
-    meta = {"system": f"{args.baseline} baseline: " + (f"{asr_name} transcribes, " if args.baseline == "cascade" else "")
-            + f"{llm_name} translates" + (" the transcript" if args.baseline == "cascade" else " the gold source text"),
-            "llm": llm_name, "llm_system_message": prompt.system, "instruction": prompt.translate,
-            "num_beams": decode.num_beams, "dtype": str(next(llm.model.parameters()).dtype), "lowercase": args.lowercase}
-    if args.baseline == "cascade":
-        meta["asr"] = asr_name
-    scores = evaluate_text(translate, sets, inputs, out, args.lowercase, skipped, meta=meta)
-    if args.baseline == "cascade":
-        _add_asr_scores(scores, sets, asr_scores)
-        (out / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
-    print_scores(scores)
-    for name, r in scores["sets"].items():
-        if r.get("asr_wer") is not None:
-            print(f"{name}: ASR WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f}  ({asr_name}; transcripts in {out / 'asr'})")
-    print(f"wrote {out / 'score.json'}")
-    return 0
-
-
-def _add_asr_scores(scores: dict, sets, asr_scores: dict) -> None:
+def add_asr_scores(scores: dict, sets, asr_scores: dict) -> None:
     """Each cascade set gets its source language's ASR WER/CER and the time of both halves."""
     for src, tgt, task in sets:
         r, a = scores["sets"][f"{src}-{tgt}.{task}"], asr_scores[src]

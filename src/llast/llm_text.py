@@ -74,7 +74,6 @@ class TextTranslator:
 
         decode = decode or DecodeConfig()
         kwargs = generate_kwargs(decode, self.tokenizer)
-        kwargs.pop("share_prefill")  # LLaST.generate's option; a plain causal LM prefills by itself
         rows = [self.prompt_ids(t, src, tgt) if t.strip() else [] for t in texts]
         order = sorted((i for i, r in enumerate(rows) if r), key=lambda i: len(rows[i]), reverse=True)
         out: list[str] = [""] * len(rows)

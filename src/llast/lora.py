@@ -7,6 +7,9 @@ LoRA weights unless `adaptor_only` (LST's first stage).
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch import nn
 
 from llast.config import LoraConfig, ModelConfig
@@ -40,6 +43,18 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     if cfg.llm.lora.enabled and not hasattr(model.llm, "peft_config"):
         model.llm = peft.get_peft_model(model.llm, _peft_config(cfg.llm.lora, is_llm=True))
     set_trainable(model, adaptor_only=False)
+    return model
+
+
+def build_lora_model(cfg: ModelConfig, device=None) -> nn.Module:
+    """The model every run, checkpoint and baseline starts from: encoder and LLM loaded by name
+    (llast.model.build_named_model), a fresh adaptor, then LoRA (`apply_lora`). device "meta" (with
+    model.random_init): the whole model without storage."""
+    from llast.model import build_named_model
+
+    model = build_named_model(cfg, device=device)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        apply_lora(model, cfg)
     return model
 
 

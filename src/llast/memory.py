@@ -100,23 +100,20 @@ def _meta_friendly():
 def meta_model(cfg: Config, dtype: torch.dtype | None = None):
     """The config's LLaST with LoRA, on the meta device (random_init from the kept config.json files)."""
     from llast.config import from_dict, to_dict
-    from llast.lora import apply_lora
-    from llast.model import build_model
+    from llast.lora import build_lora_model
 
     mcfg = from_dict(to_dict(cfg)).model
     mcfg.random_init = True
     # checkpointed blocks hide their saved tensors from the probe: it measures without, then plans both
     mcfg.encoder.gradient_checkpointing = mcfg.llm.gradient_checkpointing = False
-    model = build_model(mcfg, device="meta")
-    with torch.device("meta"):
-        apply_lora(model, mcfg)
+    model = build_lora_model(mcfg, device="meta")
     if dtype is not None:
         model.to(dtype)
     return model
 
 
 def _encoder_input(model, cfg: Config, n_samples: int) -> torch.Tensor:
-    from llast.model import HOP_LENGTH, N_SAMPLES_30S
+    from llast.audio import HOP_LENGTH, N_SAMPLES_30S
 
     ec = model.encoder_config
     if model.family == "whisper":
@@ -131,6 +128,7 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
     """Run one training forward pass of `cfg`'s model on the meta device (batch 1, a clip of
     `audio_seconds`, `text_tokens` prompt+target tokens of which `target_tokens` carry the loss) and
     add up what autograd saves. Parameters (and views of them) are not activations and are skipped."""
+    from llast.audio import HOP_LENGTH, SAMPLE_RATE
     from llast.model import _unwrap, audio_embed_length, encoder_frames
 
     model = meta_model(cfg, dtype).train()
@@ -148,14 +146,16 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
     for name, module in model.named_modules():
         if type(module).__name__ in model._no_split_modules:
             hooks += _block_hooks(module, "encoder" if name.startswith("encoder.") else "llm", probe)
-    n_samples = int(audio_seconds * 16000)
+    n_samples = int(audio_seconds * SAMPLE_RATE)
     try:
         with _meta_friendly(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             x = _encoder_input(model, cfg, n_samples).to(dtype)
             if model.family == "whisper" and cfg.model.encoder.input_length == "variable":
-                from llast.model import _whisper_encode_variable
+                from llast.model import _whisper_encode_variable, encoder_output_length
 
-                states = _whisper_encode_variable(_unwrap(model.encoder), x, torch.tensor([n_samples // 160], device="meta"))
+                lengths = torch.tensor([n_samples], device="meta")
+                states = _whisper_encode_variable(_unwrap(model.encoder), x, lengths // HOP_LENGTH,
+                                                  encoder_output_length(lengths, model.encoder_config))
             else:
                 states = model.encoder(x).last_hidden_state
             probe.encoder_run = states.shape[1]

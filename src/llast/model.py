@@ -1,6 +1,7 @@
 """The LLaST model: speech encoder -> adaptor -> audio embeddings spliced into the LLM prompt.
 
-This file knows tensors, not training: no tokenizer, optimizer, file writing or peft here.
+This file knows tensors and weights, not training or decoding: no tokenizer, optimizer, peft or
+decoding strategy here (llast.decode chooses that). It reads model configs and weights; it writes no files.
 Dimension legend: B clips, S samples, F feature frames, T encoder frames, N audio embeddings,
 L tokens, D encoder width, H LLM hidden size.
 """
@@ -16,12 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from llast.audio import HOP_LENGTH, N_SAMPLES_30S
 from llast.config import AdaptorConfig, ModelConfig
 from llast.errors import CheckpointError, ConfigError
 
-SAMPLE_RATE = 16000
-HOP_LENGTH = 160  # samples between mel frames (10 ms)
-N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed input window
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids; those positions receive adaptor outputs
 IGNORE_INDEX = -100  # label of positions without loss (prompt, audio, padding)
 
@@ -44,14 +43,18 @@ def encoder_family(encoder_config) -> str:
 def encoder_output_length(num_samples, encoder_config):
     """Encoder frames for `num_samples` real samples (int or LongTensor, elementwise)."""
     if encoder_family(encoder_config) == "whisper":
-        mel = num_samples // HOP_LENGTH
-        frames = (mel - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
+        frames = whisper_frames(num_samples // HOP_LENGTH)
         limit = encoder_config.max_source_positions
         return frames.clamp(1, limit) if torch.is_tensor(frames) else max(1, min(frames, limit))
     length = num_samples
     for kernel, stride in zip(encoder_config.conv_kernel, encoder_config.conv_stride):
         length = (length - kernel) // stride + 1
     return length.clamp(min=1) if torch.is_tensor(length) else max(1, length)
+
+
+def whisper_frames(mel_frames):
+    """Whisper encoder frames for `mel_frames` log-mel frames (conv2: kernel 3, stride 2, padding 1)."""
+    return (mel_frames - 1) // 2 + 1
 
 
 def adaptor_output_length(frames, adaptor: AdaptorConfig):
@@ -178,7 +181,7 @@ class LLaST(nn.Module):
             if self.cfg.encoder.input_length in ("pad30", "pad30_full"):
                 states = self.encoder(x).last_hidden_state  # (B, 1500, D), exactly as Whisper was trained
             else:
-                states = _whisper_encode_variable(enc, x, audio_lengths // HOP_LENGTH)
+                states = _whisper_encode_variable(enc, x, audio_lengths // HOP_LENGTH, n_frames)
         else:
             sample_mask = _lengths_to_mask(audio_lengths, x.shape[1])
             use_mask = getattr(self.encoder_config, "feat_extract_norm", "layer") == "layer"
@@ -288,77 +291,40 @@ class LLaST(nn.Module):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     @torch.no_grad()
-    def generate(
-        self, input_features, audio_lengths, input_ids, attention_mask, share_prefill: bool = True,
-        encoder_states=None, **generate_kwargs
-    ) -> torch.Tensor:
-        """Token ids of the continuation only, (B, new_tokens). Prompts must be left padded.
+    def generate(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None,
+                 **generate_kwargs) -> torch.Tensor:
+        """Token ids of the continuation only, (B, new_tokens): transformers' generate on the whole
+        prompt (left padded). llast.decode.generate_ids chooses between this and the shared prefill."""
+        embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
-        With beam search, transformers copies every prompt num_beams times BEFORE the prefill, so a
-        prompt of L tokens costs num_beams * L token-forwards, most of a short clip's decoding. With
-        `share_prefill`, the prompt (all but its last token) is run once per clip and its KV cache
-        repeated for the beams; generate() then starts from the cache. Same outputs, less work.
-        """
+    @torch.no_grad()
+    def prefill(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None):
+        """(prompt embeddings (B, L, H), KV cache of all but the last position, B rows): the prompt run once
+        per clip, for a beam search to continue from (llast.decode.generate_ids). Prompts are left padded."""
         from transformers import DynamicCache
 
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
-        num_beams = generate_kwargs.get("num_beams", 1)
-        if share_prefill and num_beams > 1 and embeds.shape[1] > 1:
-            cache = DynamicCache(config=self.llm.config)
-            mask = attention_mask[:, :-1]
-            position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
-            # The decoder body only: the prefill is for the cache, its logits would be thrown away (and
-            # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
-            self.llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
-                                   past_key_values=cache, use_cache=True)
-            own = _own_beam_search_settings(self.llm, generate_kwargs)
-            if own is not None:  # llast.beam: same search, fewer passes over the vocabulary, done clips leave
-                from llast.beam import beam_search
-
-                return beam_search(self.llm, embeds[:, -1:], attention_mask, cache, num_beams=num_beams, **own)
-            cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
-            generate_kwargs["past_key_values"] = cache
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
-
-
-def _own_beam_search_settings(llm, kw: dict) -> dict | None:
-    """Arguments for llast.beam.beam_search when `kw` asks for what it implements (deterministic beam search,
-    early_stopping=True, no logits processors but min_new_tokens); None: leave it to transformers."""
-    gc = llm.generation_config
-    allowed = {"num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping", "do_sample",
-               "temperature", "top_p", "top_k", "eos_token_id", "pad_token_id", "repetition_penalty"}
-    if set(kw) - allowed or kw.get("early_stopping") is not True or kw.get("do_sample"):
-        return None
-    if (kw.get("repetition_penalty") or 1.0) != 1.0 or not kw.get("max_new_tokens"):
-        return None
-    for name in ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                 "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty"):
-        if getattr(gc, name, None) not in (None, 0, []):
-            return None
-    if getattr(gc, "repetition_penalty", 1.0) not in (None, 1.0):
-        return None
-    eos = kw.get("eos_token_id", gc.eos_token_id)
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    pad = kw.get("pad_token_id", gc.pad_token_id)
-    if not eos:
-        return None
-    lp = kw.get("length_penalty")
-    lp = getattr(gc, "length_penalty", None) if lp is None else lp
-    lp = 1.0 if lp is None else lp
-    return dict(max_new_tokens=int(kw["max_new_tokens"]), eos_token_ids=eos, pad_token_id=eos[0] if pad is None else pad,
-                length_penalty=float(lp), min_new_tokens=int(kw.get("min_new_tokens") or 0))
+        cache = DynamicCache(config=self.llm.config)
+        mask = attention_mask[:, :-1]
+        position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
+        # The decoder body only: the prefill is for the cache, its logits would be thrown away (and
+        # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
+        self.llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
+                               past_key_values=cache, use_cache=True)
+        return embeds, cache
 
 
 def _lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]  # (B, width)
 
 
-def _whisper_encode_variable(enc, mel: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+def _whisper_encode_variable(enc, mel: torch.Tensor, mel_lengths: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
     """Whisper encoder on real-length input (HF's forward insists on 3000 frames).
 
     Positional embeddings are sliced to the input length; padded frames are zeroed after each
     convolution and masked as attention keys, so a clip's states do not depend on its batch.
-    mel : (B, n_mels, F) -> (B, ceil(F/2), D)
+    mel : (B, n_mels, F), mel_lengths (B,), frame_lengths (B,) from `encoder_output_length` -> (B, ceil(F/2), D)
     """
     F_in = mel.shape[-1]
     mask_in = _lengths_to_mask(mel_lengths.clamp(max=F_in), F_in).to(mel.dtype)  # (B, F)
@@ -367,8 +333,7 @@ def _whisper_encode_variable(enc, mel: torch.Tensor, mel_lengths: torch.Tensor) 
     T = x.shape[-1]
     if T > enc.embed_positions.num_embeddings:
         raise ValueError(f"audio of {T} encoder frames exceeds Whisper's {enc.embed_positions.num_embeddings} (30 s)")
-    frame_lengths = (mel_lengths - 1) // 2 + 1
-    mask = _lengths_to_mask(frame_lengths.clamp(min=1), T)  # (B, T)
+    mask = _lengths_to_mask(frame_lengths, T)  # (B, T)
     x = x * mask[:, None, :].to(x.dtype)
     x = x.permute(0, 2, 1) + enc.embed_positions.weight[:T]  # (B, T, D)
     x = F.dropout(x, p=enc.dropout, training=enc.training)
@@ -476,6 +441,20 @@ def random_modules(cfg: ModelConfig, dtype: torch.dtype, device=None) -> tuple[n
     return encoder.to(dtype).eval(), llm.to(dtype).eval()
 
 
+def check_weights(state: dict, expected: dict, what: str) -> None:
+    """THE check of every weight load: `state` (name -> tensor) holds exactly the names of `expected`
+    (name -> tensor or torch.Size), each with the expected shape; else a CheckpointError that starts with
+    `what` and names the missing, unexpected and mis-shaped tensors."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(getattr(expected[k], 'shape', expected[k]))}"
+              for k in sorted(set(state) & set(expected))
+              if tuple(state[k].shape) != tuple(getattr(expected[k], "shape", expected[k]))]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{what}: {len(missing)} missing {missing[:8]}, {len(unexpected)} unexpected "
+                              f"{unexpected[:8]}, {len(shapes)} with other shapes {shapes[:4]}")
+
+
 def _weight_files(path: str) -> list[Path]:
     """Local safetensors/bin weight files of a model dir or hub id (downloaded through the HF cache)."""
     local = Path(path)
@@ -530,13 +509,7 @@ def load_whisper_encoder(name: str, dtype: torch.dtype = torch.float32) -> nn.Mo
         state = _read_prefixed(files, ("",))
     with torch.device("meta"):
         encoder = WhisperEncoder(config)
-    missing = set(encoder.state_dict()) - set(state)
-    unexpected = set(state) - set(encoder.state_dict())
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: Whisper encoder weights do not match the config: missing {sorted(missing)[:8]}, "
-            f"unexpected {sorted(unexpected)[:8]}"
-        )
+    check_weights(state, encoder.state_dict(), f"{path}: Whisper encoder weights do not match the config")
     encoder.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     return encoder.to(dtype).eval()
 
@@ -581,3 +554,23 @@ def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, llm: nn.Modu
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llm.config.use_cache = False
     return model
+
+
+def build_named_model(cfg: ModelConfig, device=None) -> LLaST:
+    """`build_model` (no LoRA yet), with a model name that cannot be loaded (a bundled model not
+    prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming its
+    key (model.encoder.name / model.llm.name). With cfg.random_init nothing is loaded (see `build_model`)."""
+    from llast.errors import LlastError
+
+    if cfg.random_init:  # nothing to load: random weights from the kept config.json
+        return build_model(cfg, device=device)
+    dtype = _DTYPES[cfg.dtype]
+    loaded = {}
+    for key, loader in (("encoder", load_encoder), ("llm", load_llm)):
+        name = getattr(cfg, key).name
+        try:
+            loaded[key] = loader(name, dtype)
+        except (OSError, ValueError, KeyError, LlastError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model.{key}.name: cannot load {name!r}: {first}") from None
+    return build_model(cfg, encoder=loaded["encoder"], llm=loaded["llm"], device=device)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llast.audio import HOP_LENGTH, N_SAMPLES_30S
 from llast.config import ModelConfig, PromptConfig
 from llast.errors import ConfigError
-from llast.model import AUDIO_TOKEN_ID, HOP_LENGTH, IGNORE_INDEX, N_SAMPLES_30S, audio_embed_length, encoder_family
+from llast.model import AUDIO_TOKEN_ID, IGNORE_INDEX, audio_embed_length, encoder_family
 
 # CoVoST-2's languages (codes as CoVoST writes them) and a few more.
 LANGUAGES = {

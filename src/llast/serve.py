@@ -528,23 +528,3 @@ class Server:
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=60)
-
-
-def serve_cli(args, overrides: dict) -> int:
-    from llast.evaluate import _load_translator
-
-    api_key = args.api_key or os.environ.get("LLAST_API_KEY") or None
-    opts = ServeOptions(
-        model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-        max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout,
-    )
-    translator = _load_translator(args.model, args.dtype)
-    if overrides:
-        translator.cfg.decode = translator.decode_config(**overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
-    key_note = "API key required" if api_key else "no API key"
-    print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs)", flush=True)
-    server.serve_forever()
-    return 0

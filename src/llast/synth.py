@@ -360,8 +360,6 @@ def synthesize_corpus(
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
-    from tqdm import tqdm
-
     out = Path(out_dir)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     if any(n < 0 for n in sizes.values()) or sum(sizes.values()) == 0:
@@ -380,20 +378,11 @@ def synthesize_corpus(
               "reverb": reverb, "synthetic": synthetic}
     if splits != SPLITS:
         params["splits"] = list(splits)
-    tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in splits]
     marker = out / "synth.json"
-    if marker.is_file() and all(p.is_file() for p in tsvs):
-        try:
-            done = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            done = None
-        # The same corpus, with at least the splits asked for (a whole corpus serves a test-only request).
-        had = done.get("params") if isinstance(done, dict) else None
-        if isinstance(had, dict) and {k: v for k, v in had.items() if k != "splits"} == {
-            k: v for k, v in params.items() if k != "splits"
-        } and set(splits) <= set(had.get("splits", SPLITS)):
-            print(f"{out}: corpus with the same parameters already complete; skipping")
-            return {**done, "skipped": True}
+    done = _complete_corpus(out, parsed, splits, params)
+    if done is not None:
+        print(f"{out}: corpus with the same parameters already complete; skipping")
+        return {**done, "skipped": True}
     if shutil.which("espeak-ng") is None:
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
 
@@ -401,7 +390,47 @@ def synthesize_corpus(
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
 
-    # Clip names: one clip per (source language, sentence), shared by directions with the same source.
+    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits)
+    start = time.time()
+    seconds = _render_all(jobs, workers)
+    for (src, tgt, split), table in rows.items():
+        if split in splits:
+            _write_tsv(out / f"covost_v2.{src}_{tgt}.{split}.tsv", table)
+
+    summary = {
+        "params": params,
+        "out_dir": str(out),
+        "clips": len(jobs),
+        "hours": round(seconds / 3600, 4),
+        "tsv": {f"{s}-{t}": {split: len(rows[(s, t, split)]) for split in splits} for s, t, _ in parsed},
+        "synth_seconds": round(time.time() - start, 1),
+    }
+    marker.write_text(json.dumps(summary, indent=2) + "\n")  # last: its presence means the corpus is complete
+    print(f"{out}: {len(jobs)} clips ({seconds / 60:.1f} min of audio) in {summary['synth_seconds']} s")
+    return {**summary, "skipped": False}
+
+
+def _complete_corpus(out: Path, parsed: list, splits: tuple[str, ...], params: dict) -> dict | None:
+    """The summary of a complete corpus in `out` made with `params` and at least `splits` (a whole corpus
+    serves a test-only request), else None."""
+    tsvs = [out / f"covost_v2.{s}_{t}.{split}.tsv" for s, t, _ in parsed for split in splits]
+    marker = out / "synth.json"
+    if not (marker.is_file() and all(p.is_file() for p in tsvs)):
+        return None
+    try:
+        done = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return None
+    had = done.get("params") if isinstance(done, dict) else None
+    same = isinstance(had, dict) and {k: v for k, v in had.items() if k != "splits"} == {
+        k: v for k, v in params.items() if k != "splits"}
+    return done if same and set(splits) <= set(had.get("splits", SPLITS)) else None
+
+
+def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, reverb: float,
+                splits: tuple[str, ...]) -> tuple[list[dict], dict]:
+    """(render jobs of the clips of `splits`, TSV rows per (src, tgt, split)). One clip per (source language,
+    sentence), shared by directions with the same source; names and voices do not depend on `splits`."""
     clip_of: dict[tuple[str, str], tuple[str, str]] = {}  # (src, normalised text) -> (clip name, voice)
     counts: dict[str, int] = {}
     jobs = []
@@ -422,8 +451,13 @@ def synthesize_corpus(
                     clip_of[key] = (name, job["voice"])
                 name, speaker = clip_of[key]
                 table.append((name, source, target, speaker))
+    return jobs, rows
 
-    start = time.time()
+
+def _render_all(jobs: list[dict], workers: int) -> float:
+    """Render every clip (`workers` espeak-ng processes); returns the seconds of audio made."""
+    from tqdm import tqdm
+
     seconds = 0.0
     bar = tqdm(total=len(jobs), desc="synthesizing clips", unit="clip")
     try:
@@ -438,26 +472,14 @@ def synthesize_corpus(
                     bar.update(1)
     finally:
         bar.close()
+    return seconds
 
-    for (src, tgt, split), table in rows.items():
-        if split not in splits:
-            continue
-        path = out / f"covost_v2.{src}_{tgt}.{split}.tsv"
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
-            w.writerow(["path", "sentence", "translation", "client_id"])
-            w.writerows(table)
-        os.replace(tmp, path)
 
-    summary = {
-        "params": params,
-        "out_dir": str(out),
-        "clips": len(jobs),
-        "hours": round(seconds / 3600, 4),
-        "tsv": {f"{s}-{t}": {split: len(rows[(s, t, split)]) for split in splits} for s, t, _ in parsed},
-        "synth_seconds": round(time.time() - start, 1),
-    }
-    marker.write_text(json.dumps(summary, indent=2) + "\n")  # last: its presence means the corpus is complete
-    print(f"{out}: {len(jobs)} clips ({seconds / 60:.1f} min of audio) in {summary['synth_seconds']} s")
-    return {**summary, "skipped": False}
+def _write_tsv(path: Path, table: list[tuple[str, str, str, str]]) -> None:
+    """A CoVoST-2 TSV, written atomically."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+        w.writerow(["path", "sentence", "translation", "client_id"])
+        w.writerows(table)
+    os.replace(tmp, path)

@@ -20,19 +20,24 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from llast.audio import SAMPLE_RATE
-from llast.checkpoint import build_named_model, clean_leftovers, load_weights, save_checkpoint
+from llast.checkpoint import clean_leftovers, load_adaptor, load_weights, save_checkpoint
 from llast.config import Config, validate
 from llast.features import build_cache, check_cacheable, pad_states
-from llast.data import CountBatchSampler, DurationBatchSampler, SpeechDataset, build_samples, filter_batch
+from llast.data import SpeechDataset, build_samples, filter_batch
+from llast.samplers import make_sampler
 from llast.errors import CheckpointError, DataError
-from llast.lora import apply_lora, format_param_counts, param_counts, set_trainable, trainable_parameters
+from llast.model import IGNORE_INDEX
+from llast.lora import build_lora_model, format_param_counts, param_counts, set_trainable, trainable_parameters
 from llast.processor import Example, build_processor
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -70,7 +75,11 @@ def ctc_vocabulary(samples, tokenizer) -> torch.Tensor:
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
-    """Linear warmup to the peak, then linear (paper) or cosine (released code) decay to 0."""
+    """Linear warmup to the peak, then linear (paper) or cosine (released code) decay to 0.
+
+    Not transformers' get_linear/cosine_schedule_with_warmup: those start at step / warmup (the first
+    update at lr 0) where this starts at (step + 1) / warmup, and their linear decay (T - s) / (T - w)
+    differs from 1 - (s - w) / (T - w) in the last bits; either would change every recorded run."""
     warmup = max(1, int(round(warmup_ratio * total_steps))) if warmup_ratio > 0 else 0
 
     def f(step: int) -> float:
@@ -80,21 +89,6 @@ def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str):
         return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
 
     return f
-
-
-def make_sampler(cfg: Config, samples, num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
-    durations = [s.duration or 0.0 for s in samples]
-    weights = [s.weight for s in samples]
-    d = cfg.data
-    if d.batching == "duration":
-        return DurationBatchSampler(
-            durations, weights, max_batch_seconds=d.max_batch_seconds, max_batch_size=d.batch_size,
-            num_buckets=d.num_buckets, shuffle=shuffle, seed=cfg.train.seed, num_replicas=num_replicas, rank=rank,
-        )
-    return CountBatchSampler(
-        durations, weights, batch_size=d.batch_size, shuffle=shuffle, seed=cfg.train.seed,
-        num_replicas=num_replicas, rank=rank,
-    )
 
 
 def checkpoints_newest_first(out_dir: Path) -> list[Path]:
@@ -192,12 +186,6 @@ def load_resume_point(model, out_dir: Path, resume: str, say) -> tuple[Path | No
             "move them away to start again, or resume from one with --resume PATH"
         )
     return None, None
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _window_len(batch_no: int, n_batches: int, grad_accum: int) -> int:
@@ -307,7 +295,7 @@ def dev_loss(model, loader, device, max_samples: int, ctc_vocab=None) -> float:
         if batch is None:
             continue
         batch = {k: v.to(device) for k, v in batch.items()}
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         total += float(model(**batch, ctc_vocab=ctc_vocab).loss) * n
         tokens += n
         seen += meta["n_samples"]
@@ -354,37 +342,154 @@ def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
     return out
 
 
+@dataclass
+class _Position:
+    """Where a run is: optimizer steps done, the epoch, batches of it consumed, and the training samples
+    this rank has taken part in (the learning curves' x axis)."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    seen: float = 0.0
+
+
+@dataclass
+class _Run:
+    """What the helpers of `train` share: the prepared engine's objects and how to report."""
+
+    cfg: Config
+    accelerator: Any
+    engine: str  # "ddp", "fsdp" or "deepspeed" (see _engine)
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    sampler: Any
+    say: Any
+
+
 def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     """Train as `cfg` says; returns the final checkpoint directory (out_dir/final)."""
+    validate(cfg)  # also for a Config built or changed in Python
+    tc, out_dir = cfg.train, Path(cfg.train.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"train.out_dir: {out_dir} exists and is not a folder")
+    accelerator = _accelerator(cfg)
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
+    say(f"[train] {world} process(es), {accelerator.distributed_type.value}, device {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}")
+    set_seed(tc.seed)  # the same on every rank: identical LoRA initialisation
+    samples = _training_samples(cfg, say)
+    model, processor, dev_samples, ctc_vocab = _build_model(cfg, samples, accelerator, say, progress)
+    # Every parameter that may train (adaptor + LoRA) goes to the optimizer from the start, so the
+    # LST stage switch changes only requires_grad (AdamW skips parameters without gradients).
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    sampler, loader, loader_gen, dev_loader = _loaders(cfg, samples, dev_samples, processor, accelerator)
+    total_steps = tc.max_steps or math.ceil(len(sampler) / tc.grad_accum) * tc.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tc.warmup_ratio, tc.schedule))
+    if main:  # leftovers of a killed save: .old put back or removed, .tmp removed (before choosing a checkpoint)
+        for what in clean_leftovers(out_dir):
+            say(f"[train] {what} (left by an interrupted save)")
+    accelerator.wait_for_everyone()
+    ckpt, state = None, None
+    if resume not in ("no", "none", ""):  # into the plain module, before any engine shards or casts it
+        ckpt, state = load_resume_point(model, out_dir, resume, say)
+    engine = _configure_engine(accelerator, tc, say)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP replaces the parameters with sharded ones: clip the live ones (the optimizer was rebound).
+    params = trainable_parameters(accelerator.unwrap_model(model))
+    run = _Run(cfg, accelerator, engine, model, optimizer, scheduler, sampler, say)
+    if ckpt is not None:
+        pos = _restore(run, ckpt, state)
+    else:
+        pos = _Position()
+        set_seed(tc.seed, device_specific=True)  # seed + rank: dropout masks differ between ranks
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out_dir, main, start_step=pos.step)
+
+    model.train()
+    start = time.time()
+    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
+    bar = tqdm(total=total_steps, initial=pos.step, desc="train", unit="step", disable=not (main and progress), file=sys.stderr)
+    window = _new_window()
+    n_bad, stage, last_batch = 0, None, None  # last_batch: stands in for a batch of only unreadable clips
+    done = pos.step >= total_steps
+    if len(sampler) == 0:
+        raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
+    n_batches = len(sampler)
+    while not done:
+        if tc.max_steps is None and pos.epoch >= tc.epochs:
+            break
+        sampler.set_epoch(pos.epoch)
+        n_batches = len(sampler)  # weighted resampling: the epoch's length may vary
+        loader_gen.manual_seed(tc.seed * 1_000_003 + pos.epoch)
+        for batch, meta in loader:
+            pos.batches_done += 1
+            n_bad += meta["n_bad"]
+            adaptor_only = pos.step < cfg.model.adaptor_only_steps or tc.objective == "ctc"
+            if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
+                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
+                stage = adaptor_only
+            # Accumulation windows are fixed by the position in the epoch (not by a running counter):
+            # every grad_accum batches and at the epoch's end, so a resumed run steps where an
+            # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
+            sync = pos.batches_done % tc.grad_accum == 0 or pos.batches_done >= n_batches
+            accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
+            last_batch = _backward(run, batch, meta, last_batch, sync, pos, n_batches, window, ctc_vocab)
+            if not sync:
+                continue
+            _optimizer_step(run, params)
+            pos.step += 1
+            bar.update(1)
+            if pos.step % tc.log_every == 0 or pos.step == total_steps:
+                window = _log_window(run, window, pos, logger, bar, start, adaptor_only)
+            if dev_loader is not None and pos.step % tc.eval_every == 0:
+                _evaluate(run, dev_loader, dev_samples, processor, ctc_vocab, pos.step, logger)
+            out_of_time = _out_of_time(deadline, accelerator)
+            done = pos.step >= total_steps or out_of_time
+            if pos.step % tc.save_every == 0 or done:
+                _save(run, out_dir / f"checkpoint-{pos.step:07d}", pos, n_batches, with_state=True)
+            if done:
+                if out_of_time:
+                    say(f"[train] stopping at step {pos.step}: train.max_minutes={tc.max_minutes} reached")
+                break
+        if not done:
+            pos.epoch += 1
+            pos.batches_done = 0
+    bar.close()
+    if n_bad:
+        say(f"[train] skipped {n_bad} unreadable clips (data.skip_bad)")
+    final = out_dir / "final"
+    _save(run, final, pos, n_batches, with_state=False)
+    logger.close()
+    say(f"[train] done: {pos.step} steps in {time.time() - start:.0f} s; final checkpoint {final}")
+    return final
+
+
+def _accelerator(cfg: Config):
+    """Accelerate's Accelerator for this run (one process, or every process of `accelerate launch` / torchrun)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    validate(cfg)  # also for a Config built or changed in Python
-    tc = cfg.train
-    out_dir = Path(tc.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CheckpointError(f"train.out_dir: {out_dir} exists and is not a folder")
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.model.adaptor_only_steps > 0 else []
     # Accelerate sets up multi-process CPU training (gloo) only when told `cpu=True`; without it every
     # process of a GPU-less `torchrun` would think it is the only one (and all would write out_dir).
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     cpu = not has_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
-        gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
+        gradient_accumulation_steps=cfg.train.grad_accum, mixed_precision=_mixed_precision(cfg.train.mixed_precision),
         kwargs_handlers=handlers, cpu=cpu,
     )
     if int(os.environ.get("WORLD_SIZE", "1")) != accelerator.num_processes:
         raise RuntimeError(
             f"WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate set up {accelerator.num_processes} process(es)"
         )
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
-    say(f"[train] {world} process(es), {accelerator.distributed_type.value}, device {accelerator.device}, "
-        f"mixed precision {accelerator.mixed_precision}")
-    _seed_all(tc.seed)  # the same on every rank: identical LoRA initialisation
+    return accelerator
 
-    # ---------------------------------------------------------------- data
+
+def _training_samples(cfg: Config, say) -> list:
+    """cfg.data.train read and mixed (llast.data.build_samples), clips too long for the encoder refused (or
+    skipped with data.skip_bad); transcription samples only for the CTC objective."""
     if not cfg.data.train:
         raise DataError("data.train: no training data configured")
     unreadable: list[str] | None = [] if cfg.data.skip_bad else None
@@ -401,21 +506,23 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             f"({len(too_long)} such clips; set data.skip_bad=true to skip them)"
         )
     samples = [s for s in samples if s not in too_long]
-    if tc.objective == "ctc":  # the adaptor learns the spoken tokens: transcription samples only
+    if cfg.train.objective == "ctc":  # the adaptor learns the spoken tokens: transcription samples only
         samples = [s for s in samples if s.task == "transcribe"]
         if not samples:
             raise DataError("train.objective=ctc trains on transcription samples: set data.asr_augment=true "
                             "or give transcription data")
     say(f"[train] {len(samples)} training samples, {sum(s.duration or 0 for s in samples) / 3600:.2f} h of audio")
+    return samples
 
-    # ---------------------------------------------------------------- model
-    model = build_named_model(cfg.model)  # an unloadable model name: a ConfigError naming its key
-    apply_lora(model, cfg.model)
+
+def _build_model(cfg: Config, samples, accelerator, say, progress: bool):
+    """(model with LoRA, everything that may train marked trainable; processor; dev samples; the CTC stage's
+    vocabulary or None). Builds the feature cache (main process) when cfg.data.feature_cache is set."""
+    tc = cfg.train
+    model = build_lora_model(cfg.model)  # an unloadable model name: a ConfigError naming its key
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
     if tc.init_from:
-        from llast.checkpoint import load_adaptor
-
         load_adaptor(model, tc.init_from)
         say(f"[train] adaptor initialised from {tc.init_from}")
     dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
@@ -425,7 +532,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     ctc_vocab = ctc_vocabulary(samples + dev_samples, processor.tokenizer) if tc.objective == "ctc" else None
     if cfg.data.feature_cache:
         check_cacheable(cfg.model)
-        if main:
+        if accelerator.is_main_process:
             stats = build_cache(model, processor, samples + dev_samples, cfg.data.feature_cache,
                                 cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad, progress=progress)
             say(f"[train] feature cache {cfg.data.feature_cache}: {stats['clips']} clips, {stats['encoded']} encoded now")
@@ -434,11 +541,12 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     # all-reduces) only those parameters, so LoRA frozen at wrap time would never be synchronised in
     # LST's second stage. The loop sets the stage's requires_grad before the first batch.
     set_trainable(model, adaptor_only=False)
-    # Every parameter that may train (adaptor + LoRA) goes to the optimizer from the start, so the
-    # LST stage switch changes only requires_grad (AdamW skips parameters without gradients).
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    return model, processor, dev_samples, ctc_vocab
 
+
+def _loaders(cfg: Config, samples, dev_samples, processor, accelerator):
+    """(this rank's batch sampler, the training loader, the generator it draws worker seeds from, the dev
+    loader or None)."""
     sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
     dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad,
                             feature_cache=cfg.data.feature_cache, model_cfg=cfg.model)
@@ -447,33 +555,21 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     # is reseeded every epoch so that a resumed epoch gives its workers the same seeds.
     loader_gen = torch.Generator()
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
-        generator=loader_gen,
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers, generator=loader_gen,
     )
-    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    total_steps = tc.max_steps or steps_per_epoch * tc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tc.warmup_ratio, tc.schedule))
-
     dev_loader = None
     if dev_samples:
         dev_loader = torch.utils.data.DataLoader(
             SpeechDataset(dev_samples, cfg.model.encoder.max_seconds, skip_bad=True,
                           feature_cache=cfg.data.feature_cache, model_cfg=cfg.model),
             batch_sampler=make_sampler(cfg, dev_samples, shuffle=False), collate_fn=collate,
-            generator=torch.Generator().manual_seed(tc.seed),
+            generator=torch.Generator().manual_seed(cfg.train.seed),
         )
+    return sampler, loader, loader_gen, dev_loader
 
-    # ---------------------------------------------------------------- resume (weights)
-    if main:  # leftovers of a killed save: .old put back or removed, .tmp removed (before choosing a checkpoint)
-        for what in clean_leftovers(out_dir):
-            say(f"[train] {what} (left by an interrupted save)")
-    accelerator.wait_for_everyone()
-    step, epoch, batches_done = 0, 0, 0
-    seen = 0.0  # training samples this rank has taken part in (the learning curves' x axis)
-    ckpt, state = None, None
-    if resume not in ("no", "none", ""):  # into the plain module, before any engine shards or casts it
-        ckpt, state = load_resume_point(model, out_dir, resume, say)
 
+def _configure_engine(accelerator, tc, say) -> str:
+    """The engine (see `_engine`), with what it needs set before `accelerator.prepare`."""
     engine = _engine(accelerator)
     if engine == "fsdp" and tc.eval_bleu and tc.eval_every:
         say("[train] warning: train.eval_bleu is ignored under FSDP (generation needs unsharded weights); dev loss is still computed")
@@ -482,189 +578,185 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = 1  # batches come from our own sampler
         ds["gradient_clipping"] = tc.grad_clip  # DeepSpeed clips inside its step
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # FSDP replaces the parameters with sharded ones: clip the live ones (the optimizer was rebound).
-    params = trainable_parameters(accelerator.unwrap_model(model))
+    return engine
 
-    # ---------------------------------------------------------------- resume (optimizer, schedule, RNG, data)
-    if ckpt is not None:
-        if engine == "deepspeed":
-            if not (ckpt / "engine").is_dir():
-                raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
-            loaded, _ = model.load_checkpoint(str(ckpt / "engine"), tag="state", load_module_strict=False,
-                                              load_optimizer_states=True, load_lr_scheduler_states=False)
-            if loaded is None:
-                raise CheckpointError(f"{ckpt / 'engine'}: DeepSpeed could not load its state from here")
-        elif engine == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(model, optimizer.optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            try:
-                optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError, TypeError, RuntimeError) as e:
-                raise CheckpointError(f"{ckpt / 'trainer_state.pt'}: the optimizer state does not fit this model: {e}") from None
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
-        seen = state.get("samples_seen", 0.0) / world  # this rank's share
-        saved_world = state.get("num_processes", 1)
-        if saved_world != world:
-            say(f"[train] warning: {ckpt} was written by {saved_world} processes, resuming on {world}: "
+def _restore(run: _Run, ckpt: Path, state: dict) -> _Position:
+    """Optimizer, schedule, RNG and data position of `ckpt` (its weights are already loaded)."""
+    world, rank = run.accelerator.num_processes, run.accelerator.process_index
+    _restore_optimizer(run, ckpt, state)
+    run.scheduler.load_state_dict(state["scheduler"])
+    pos = _Position(state["step"], state["epoch"], state["batches_done"],
+                    state.get("samples_seen", 0.0) / world)  # this rank's share
+    saved_world = state.get("num_processes", 1)
+    if saved_world != world:
+        run.say(f"[train] warning: {ckpt} was written by {saved_world} processes, resuming on {world}: "
                 "the data position and RNG streams are not exactly those of an uninterrupted run")
-        rng = state["rng"]
-        _set_rng_state(rng[rank % len(rng)] if isinstance(rng, list) else rng)  # one state per rank
-        sampler.load_state_dict({"epoch": epoch, "batches_done": batches_done})
-        say(f"[train] resumed from {ckpt} at step {step} (epoch {epoch}, batch {batches_done})")
+    rng = state["rng"]
+    _set_rng_state(rng[rank % len(rng)] if isinstance(rng, list) else rng)  # one state per rank
+    run.sampler.load_state_dict({"epoch": pos.epoch, "batches_done": pos.batches_done})
+    run.say(f"[train] resumed from {ckpt} at step {pos.step} (epoch {pos.epoch}, batch {pos.batches_done})")
+    return pos
+
+
+def _restore_optimizer(run: _Run, ckpt: Path, state: dict) -> None:
+    """The optimizer state of `ckpt`, as its engine keeps it: DeepSpeed's partitions in engine/, FSDP's
+    full state sharded again, DDP's state dict as it is."""
+    if run.engine == "deepspeed":
+        if not (ckpt / "engine").is_dir():
+            raise CheckpointError(f"{ckpt}: no engine/ (DeepSpeed optimizer state); was it written by a DeepSpeed run?")
+        loaded, _ = run.model.load_checkpoint(str(ckpt / "engine"), tag="state", load_module_strict=False,
+                                              load_optimizer_states=True, load_lr_scheduler_states=False)
+        if loaded is None:
+            raise CheckpointError(f"{ckpt / 'engine'}: DeepSpeed could not load its state from here")
+    elif run.engine == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(run.model, run.optimizer.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
     else:
-        _seed_all(tc.seed + rank)  # dropout masks differ between ranks
-    out_dir.mkdir(parents=True, exist_ok=True)
-    logger = _Logger(out_dir, main, start_step=step)
+        try:
+            run.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{ckpt / 'trainer_state.pt'}: the optimizer state does not fit this model: {e}") from None
 
-    def save(path: Path, with_state: bool) -> None:
-        """A checkpoint at `path` (all ranks call this: gathering sharded state is a collective)."""
-        accelerator.wait_for_everyone()
-        state = weights = optim = engine_dir = None
-        if engine == "fsdp":  # parameters and optimizer state are sharded: gather full copies on rank 0
-            weights, optim = _fsdp_full_state(accelerator.unwrap_model(model), optimizer.optimizer, with_state)
-        elif engine == "ddp" and with_state:
-            optim = optimizer.state_dict()
-        elif engine == "deepspeed" and with_state:  # every rank writes its optimizer partition
-            engine_dir = path.with_name(path.name + ".engine.tmp")
-            model.save_checkpoint(str(engine_dir), tag="state", exclude_frozen_parameters=True)
-            accelerator.wait_for_everyone()
-        if with_state:
-            rng = [_rng_state()]
-            if world > 1:  # every rank's RNG, in rank order (a collective: all ranks call save)
-                from accelerate.utils import gather_object
 
-                rng = gather_object(rng)
-            # A checkpoint on the last batch of an epoch resumes at the start of the next one.
-            at_end = batches_done >= n_batches
-            state = {
-                "optimizer": optim, "scheduler": scheduler.state_dict(), "step": step,
-                "epoch": epoch + 1 if at_end else epoch, "batches_done": 0 if at_end else batches_done,
-                "rng": rng, "num_processes": world,
-                "samples_seen": accelerator.reduce(torch.tensor(float(seen), device=device), "sum").item(),
-            }
-        if main:
-            save_checkpoint(accelerator.unwrap_model(model), cfg, path, trainer_state=state, state_dict=weights,
-                            engine_dir=engine_dir)
-            if with_state and tc.keep_last > 0:  # keep_last <= 0: keep every checkpoint
-                old = sorted((p for p in out_dir.glob("checkpoint-*") if _CKPT.match(p.name)), key=lambda p: p.name)
-                for p in old[: max(0, len(old) - tc.keep_last)]:
-                    shutil.rmtree(p, ignore_errors=True)
-        accelerator.wait_for_everyone()
+def _engine_state(run: _Run, path: Path, with_state: bool) -> tuple[dict | None, dict | None, Path | None]:
+    """(gathered weights, optimizer state, engine directory) for a checkpoint at `path`, as the engine keeps
+    them: FSDP gathers full copies of its shards on rank 0; DDP's optimizer state is whole on every rank;
+    DeepSpeed's ranks each write their optimizer partition to a directory. A collective: all ranks call it."""
+    if run.engine == "fsdp":
+        weights, optim = _fsdp_full_state(run.accelerator.unwrap_model(run.model), run.optimizer.optimizer, with_state)
+        return weights, optim, None
+    if not with_state:
+        return None, None, None
+    if run.engine == "ddp":
+        return None, run.optimizer.state_dict(), None
+    engine_dir = path.with_name(path.name + ".engine.tmp")
+    run.model.save_checkpoint(str(engine_dir), tag="state", exclude_frozen_parameters=True)
+    run.accelerator.wait_for_everyone()
+    return None, None, engine_dir
 
-    # ---------------------------------------------------------------- loop
-    device = accelerator.device
-    model.train()
-    start = time.time()
-    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (main and progress), file=sys.stderr)
-    window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
-    n_bad = 0
-    done = step >= total_steps
-    if len(sampler) == 0:
-        raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
-    n_batches = len(sampler)
-    stage = None
-    last_batch = None  # stands in (at weight 0) for a batch whose clips were all unreadable, see below
-    while not done:
-        if tc.max_steps is None and epoch >= tc.epochs:
-            break
-        sampler.set_epoch(epoch)
-        n_batches = len(sampler)  # weighted resampling: the epoch's length may vary
-        loader_gen.manual_seed(tc.seed * 1_000_003 + epoch)
-        for batch, meta in loader:
-            batches_done += 1
-            n_bad += meta["n_bad"]
-            adaptor_only = step < cfg.model.adaptor_only_steps or tc.objective == "ctc"
-            if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
-                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
-                stage = adaptor_only
-            # Accumulation windows are fixed by the position in the epoch (not by a running counter):
-            # every grad_accum batches and at the epoch's end, so a resumed run steps where an
-            # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
-            sync = batches_done % tc.grad_accum == 0 or batches_done >= n_batches
-            accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
-            stand_in = batch is None and world > 1
-            if stand_in:
-                # Every clip of this rank's batch was unreadable (data.skip_bad), but the other ranks are
-                # about to synchronise gradients: take part with the last good batch at weight 0.
-                if last_batch is None:
-                    raise DataError(
-                        f"rank {rank}: every clip of its first batch is unreadable (data.skip_bad); with several "
-                        "processes a rank needs one readable batch before it can stand in for a bad one"
-                    )
-                batch = last_batch
-            if batch is not None:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                last_batch = batch
-                # Mean over the window's micro-batches (accelerator.backward divides by grad_accum).
-                scale = accelerator.gradient_accumulation_steps / _window_len(batches_done, n_batches, tc.grad_accum)
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    with accelerator.autocast():
-                        loss = model(**batch, ctc_vocab=ctc_vocab).loss
-                    accelerator.backward(loss * (0.0 if stand_in else scale))
-                if not stand_in:
-                    window["loss"] += float(loss.detach())
-                    window["micro"] += 1
-                    window["audio"] += meta["audio_seconds"]
-                    window["samples"] += meta["n_samples"]
-                    seen += meta["n_samples"]
-            if not sync:
-                continue
-            if tc.grad_clip > 0 and engine != "deepspeed":
-                accelerator.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % tc.log_every == 0 or step == total_steps:
-                loss_mean = accelerator.reduce(torch.tensor(window["loss"] / max(window["micro"], 1), device=device), "mean").item()
-                audio = accelerator.reduce(torch.tensor(window["audio"], device=device), "sum").item()
-                n_samp = accelerator.reduce(torch.tensor(float(window["samples"]), device=device), "sum").item()
-                dt = time.time() - window["t0"]
-                record = {
-                    "step": step, "epoch": epoch, "loss": round(loss_mean, 5), "lr": scheduler.get_last_lr()[0],
-                    "audio_sec_per_sec": round(audio / dt, 3), "samples_per_sec": round(n_samp / dt, 3),
-                    "elapsed_s": round(time.time() - start, 1), "stage": "adaptor" if adaptor_only else "all",
-                    "samples_seen": int(accelerator.reduce(torch.tensor(float(seen), device=device), "sum").item()),
-                }
-                logger.log(record)
-                bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{record['lr']:.2e}", aps=f"{record['audio_sec_per_sec']:.1f}")
-                window = {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
-            if dev_loader is not None and step % tc.eval_every == 0:
-                record = {"step": step, "dev_loss": dev_loss(model, dev_loader, device, tc.eval_max_samples, ctc_vocab)}
-                if tc.objective == "ctc" and main:
-                    say(f"[train] step {step}: CTC reading of a dev clip: "
-                        f"{ctc_greedy(accelerator.unwrap_model(model), dev_loader, ctc_vocab, processor.tokenizer, device)!r}")
-                if tc.eval_bleu and main and tc.objective == "lm":
-                    record.update(dev_bleu(accelerator.unwrap_model(model), processor, cfg, dev_samples[: tc.eval_max_samples], device))
-                    model.train()
-                accelerator.wait_for_everyone()
-                logger.log(record)
-                say(f"[train] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
-            out_of_time = deadline is not None and time.time() > deadline
-            if deadline is not None and world > 1:  # every rank stops at the same step (or they deadlock)
-                out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=device), "sum").item() > 0
-            done = step >= total_steps or out_of_time
-            if step % tc.save_every == 0 or done:
-                save(out_dir / f"checkpoint-{step:07d}", with_state=True)
-            if done:
-                if out_of_time:
-                    say(f"[train] stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
-                break
-        if not done:
-            epoch += 1
-            batches_done = 0
-    bar.close()
-    if n_bad:
-        say(f"[train] skipped {n_bad} unreadable clips (data.skip_bad)")
-    final = out_dir / "final"
-    save(final, with_state=False)
-    logger.close()
-    say(f"[train] done: {step} steps in {time.time() - start:.0f} s; final checkpoint {final}")
-    return final
+
+def _trainer_state(run: _Run, pos: _Position, n_batches: int, optim: dict | None) -> dict:
+    """trainer_state.pt: what `_restore` needs to continue exactly. A collective: all ranks call it."""
+    accelerator = run.accelerator
+    rng = [_rng_state()]
+    if accelerator.num_processes > 1:  # every rank's RNG, in rank order
+        from accelerate.utils import gather_object
+
+        rng = gather_object(rng)
+    # A checkpoint on the last batch of an epoch resumes at the start of the next one.
+    at_end = pos.batches_done >= n_batches
+    return {
+        "optimizer": optim, "scheduler": run.scheduler.state_dict(), "step": pos.step,
+        "epoch": pos.epoch + 1 if at_end else pos.epoch, "batches_done": 0 if at_end else pos.batches_done,
+        "rng": rng, "num_processes": accelerator.num_processes,
+        "samples_seen": accelerator.reduce(torch.tensor(float(pos.seen), device=accelerator.device), "sum").item(),
+    }
+
+
+def _save(run: _Run, path: Path, pos: _Position, n_batches: int, with_state: bool) -> None:
+    """A checkpoint at `path`, with the trainer state for resuming if `with_state`; the oldest checkpoints
+    beyond train.keep_last are removed. All ranks call this: gathering sharded state is a collective."""
+    accelerator, tc = run.accelerator, run.cfg.train
+    accelerator.wait_for_everyone()
+    weights, optim, engine_dir = _engine_state(run, path, with_state)
+    state = _trainer_state(run, pos, n_batches, optim) if with_state else None
+    if accelerator.is_main_process:
+        save_checkpoint(accelerator.unwrap_model(run.model), run.cfg, path, trainer_state=state, state_dict=weights,
+                        engine_dir=engine_dir)
+        if with_state and tc.keep_last > 0:  # keep_last <= 0: keep every checkpoint
+            old = sorted((p for p in path.parent.glob("checkpoint-*") if _CKPT.match(p.name)), key=lambda p: p.name)
+            for p in old[: max(0, len(old) - tc.keep_last)]:
+                shutil.rmtree(p, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _backward(run: _Run, batch, meta: dict, last_batch, sync: bool, pos: _Position, n_batches: int, window: dict,
+              ctc_vocab) -> dict | None:
+    """Forward and backward of one micro-batch, its loss added to `window`; returns the batch that stands
+    in (at weight 0) for a later batch whose clips were all unreadable."""
+    accelerator, model, tc = run.accelerator, run.model, run.cfg.train
+    stand_in = batch is None and accelerator.num_processes > 1
+    if stand_in:
+        # Every clip of this rank's batch was unreadable (data.skip_bad), but the other ranks are
+        # about to synchronise gradients: take part with the last good batch at weight 0.
+        if last_batch is None:
+            raise DataError(
+                f"rank {accelerator.process_index}: every clip of its first batch is unreadable (data.skip_bad); with "
+                "several processes a rank needs one readable batch before it can stand in for a bad one"
+            )
+        batch = last_batch
+    if batch is None:
+        return last_batch
+    batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+    # Mean over the window's micro-batches (accelerator.backward divides by grad_accum).
+    scale = accelerator.gradient_accumulation_steps / _window_len(pos.batches_done, n_batches, tc.grad_accum)
+    with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+        with accelerator.autocast():
+            loss = model(**batch, ctc_vocab=ctc_vocab).loss
+        accelerator.backward(loss * (0.0 if stand_in else scale))
+    if not stand_in:
+        window["loss"] += float(loss.detach())
+        window["micro"] += 1
+        window["audio"] += meta["audio_seconds"]
+        window["samples"] += meta["n_samples"]
+        pos.seen += meta["n_samples"]
+    return batch
+
+
+def _optimizer_step(run: _Run, params: list) -> None:
+    """Clip the gradients (DeepSpeed clips inside its step), step, zero them, advance the schedule."""
+    if run.cfg.train.grad_clip > 0 and run.engine != "deepspeed":
+        run.accelerator.clip_grad_norm_(params, run.cfg.train.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+
+
+def _new_window() -> dict:
+    """What is summed between two log records."""
+    return {"loss": 0.0, "micro": 0, "audio": 0.0, "samples": 0, "t0": time.time()}
+
+
+def _log_window(run: _Run, window: dict, pos: _Position, logger: _Logger, bar, start: float, adaptor_only: bool) -> dict:
+    """Log the window's mean loss (over ranks) and throughput; returns a new window."""
+    accelerator, device = run.accelerator, run.accelerator.device
+    loss_mean = accelerator.reduce(torch.tensor(window["loss"] / max(window["micro"], 1), device=device), "mean").item()
+    audio = accelerator.reduce(torch.tensor(window["audio"], device=device), "sum").item()
+    n_samp = accelerator.reduce(torch.tensor(float(window["samples"]), device=device), "sum").item()
+    dt = time.time() - window["t0"]
+    record = {
+        "step": pos.step, "epoch": pos.epoch, "loss": round(loss_mean, 5), "lr": run.scheduler.get_last_lr()[0],
+        "audio_sec_per_sec": round(audio / dt, 3), "samples_per_sec": round(n_samp / dt, 3),
+        "elapsed_s": round(time.time() - start, 1), "stage": "adaptor" if adaptor_only else "all",
+        "samples_seen": int(accelerator.reduce(torch.tensor(float(pos.seen), device=device), "sum").item()),
+    }
+    logger.log(record)
+    bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{record['lr']:.2e}", aps=f"{record['audio_sec_per_sec']:.1f}")
+    return _new_window()
+
+
+def _evaluate(run: _Run, dev_loader, dev_samples, processor, ctc_vocab, step: int, logger: _Logger) -> None:
+    """Dev loss (and the CTC reading of a dev clip, or dev BLEU with train.eval_bleu), logged."""
+    accelerator, tc, device = run.accelerator, run.cfg.train, run.accelerator.device
+    main = accelerator.is_main_process
+    record = {"step": step, "dev_loss": dev_loss(run.model, dev_loader, device, tc.eval_max_samples, ctc_vocab)}
+    if tc.objective == "ctc" and main:
+        run.say(f"[train] step {step}: CTC reading of a dev clip: "
+                f"{ctc_greedy(accelerator.unwrap_model(run.model), dev_loader, ctc_vocab, processor.tokenizer, device)!r}")
+    if tc.eval_bleu and main and tc.objective == "lm":
+        record.update(dev_bleu(accelerator.unwrap_model(run.model), processor, run.cfg, dev_samples[: tc.eval_max_samples], device))
+        run.model.train()
+    accelerator.wait_for_everyone()
+    logger.log(record)
+    run.say(f"[train] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
+
+
+def _out_of_time(deadline: float | None, accelerator) -> bool:
+    """Whether train.max_minutes has passed; on every rank at the same step (or they deadlock)."""
+    out_of_time = deadline is not None and time.time() > deadline
+    if deadline is not None and accelerator.num_processes > 1:
+        out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum").item() > 0
+    return out_of_time

@@ -97,22 +97,11 @@ def released_config(cfg: Config) -> Config:
     return cfg
 
 
-def _check(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], path: Path) -> None:
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in sorted(set(state) & set(expected))
-              if tuple(state[k].shape) != tuple(expected[k])]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{path}: does not match the config's model (check model.*.lora.r, the LLM and the encoder): "
-            f"{len(missing)} missing {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, "
-            f"{len(shapes)} with other shapes {shapes[:3]}")
-
-
 def import_xtuner(ckpt: str | Path, cfg: Config, out: str | Path, say=print) -> Path:
     """Write a llast checkpoint at `out` from the released code's `ckpt` for the model `cfg` describes."""
     from llast.checkpoint import save_checkpoint
     from llast.memory import meta_model
+    from llast.model import check_weights
 
     ckpt = Path(ckpt)
     cfg = released_config(cfg)
@@ -125,7 +114,7 @@ def import_xtuner(ckpt: str | Path, cfg: Config, out: str | Path, say=print) -> 
                               "model.adaptor.type=mlp model.adaptor.stack=1")
     model = meta_model(cfg)
     trainable = {k: v.shape for k, v in model.state_dict().items() if k.startswith("adaptor.") or "lora_" in k}
-    _check(state, trainable, ckpt)
+    check_weights(state, trainable, f"{ckpt}: does not match the config's model (check model.*.lora.r, the LLM and the encoder)")
     state = {k: v.float() for k, v in state.items()}
     save_checkpoint(model, cfg, out, state_dict=state)
     say(f"imported {len(state)} tensors from {ckpt} ({sum(v.numel() for v in state.values()):,} parameters); "
