@@ -221,3 +221,18 @@ def test_checkpoint_gives_the_cascade_its_parts_and_instruction(tiny_dirs, tmp_p
     assert prompt.translate == "Put this {src} into {tgt}."
     args.asr, args.llm = "whisper-base", "qwen2.5-coder-0.5b-instruct"
     assert llm_baseline_parts(args)[:2] == ("whisper-base", "qwen2.5-coder-0.5b-instruct")
+
+
+def test_untrained_model_of_a_yaml_config_is_scored(tiny_dirs, corpus, tmp_path):
+    """`llast evaluate --model CONFIG.yaml`: the untrained model the config describes (make demo's
+    "untrained" row), seeded by train.seed, so two runs give the same hypotheses."""
+    train_yaml = tiny.write_train_yaml(tmp_path / "t.yaml", tiny_dirs["whisper"], tiny_dirs["llama"], corpus,
+                                       tmp_path / "run")
+    data = [str(corpus / "covost_v2.fr_en.dev.tsv"), str(corpus / "covost_v2.de_en.dev.tsv")]
+    hyps = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert main(["evaluate", "--model", str(train_yaml), "--data", *data, "--out", str(out), *DECODE]) == 0
+        sets = json.loads((out / "score.json").read_text())["sets"]
+        assert set(sets) == {"fr-en.translate", "de-en.translate"} and sets["fr-en.translate"]["n"] == 5
+        hyps.append(_lines(out / "fr-en.translate.hyp.txt"))
+    assert len(hyps[0]) == 5 and hyps[0] == hyps[1]

@@ -213,7 +213,7 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
 def load_translator(spec: str, dtype: str = "auto") -> Translator:
     """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
     if spec.endswith((".yaml", ".yml")):
-        from llast.checkpoint import build_lora_model
+        from llast.lora import build_lora_model
         from llast.config import load_config
 
         cfg = load_config(spec)
