@@ -67,13 +67,13 @@ for sys in $SYSTEMS; do
   # shellcheck disable=SC2086
   $LLAST evaluate $EVAL_OPTS ${CMD[$sys]} --out "$out" >/dev/null
 done
-$PY - "$RUN" <<'PY'
+$PY - "$RUN" "$MINI" <<'PY'
 import json, os, sys
-run = sys.argv[1]
+run, mini = sys.argv[1], sys.argv[2]
 names = {
     "untrained": "llast-mini recipe, untrained",
     "demo-run": "LLaST-mini (SmolLM2), this demo's short run",
-    "llast-mini": "llast-mini (shipped)",
+    "llast-mini": "llast-mini (shipped)" if mini == "llast-mini" else f"llast-mini candidate {mini}",
     "whisper": "Whisper base, own translate task",
     "cascade": "cascade: Whisper base -> Qwen2.5-Coder-0.5B",
     "text": "text ceiling: Qwen2.5-Coder-0.5B on gold source",
