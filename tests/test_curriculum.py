@@ -129,3 +129,35 @@ def test_ctc_stage_then_lm_stage_from_its_adaptor(setup):
         train(load_config(y, NO_SLORA + [f"train.init_from={root}"]), progress=False)
     with pytest.raises(DataError, match="transcription"):
         train(load_config(y, NO_SLORA + ["train.objective=ctc", "data.asr_augment=false"]), progress=False)
+
+
+def test_spelling_of_the_letter_ctc_stage(tiny_dirs):
+    from llast.train import CharSpeller, spell
+
+    assert spell("Der Mohr hat's  getan! 3x") == "der mohr hat's getan x"
+    assert spell("Élan, STRASSE.") == "élan strasse"
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    tok = build_processor(cfg.model).tokenizer
+    speller = CharSpeller(tok)
+    ids = speller.ids("Hello, World")
+    assert len(ids) == len("hello world") and tok.decode(ids) == "hello world"
+    vocab = ctc_vocabulary([type("S", (), {"target_text": t}) for t in ("hello world", "bonjour")], tok, speller)
+    assert tok.decode(vocab[:1].tolist()) == "_"  # the blank
+    assert sorted(tok.decode([i]) for i in vocab[1:].tolist()) == sorted(set("hello world bonjour"))
+    with pytest.raises(DataError, match="'é' is 2 tokens"):  # a byte-level tokenizer splits it in two
+        speller.ids("élan")
+
+
+def test_letter_ctc_stage_learns_and_hands_its_adaptor_on(setup):
+    make, root = setup
+    y, out = make("ctc_chars", max_steps=12, eval_every=6)
+    final = train(load_config(y, NO_SLORA + ["train.objective=ctc", "train.ctc_units=chars", "train.lr=1e-2"]),
+                  progress=False)
+    losses = _losses(out)
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev_loss" in r] == [6, 12]
+    y, _ = make("after_ctc_chars", max_steps=1)
+    assert train(load_config(y, NO_SLORA + [f"train.init_from={final}"]), progress=False).is_dir()
+    with pytest.raises(ConfigError, match="ctc_units"):
+        load_config(y, ["train.ctc_units=phones"])

@@ -173,6 +173,11 @@ class TrainConfig:
     # "lm": the LLaST loss (next-token cross-entropy on the target). "ctc": adaptor pre-training on the
     # transcription samples only, CTC in the LLM's input-embedding space (LLaST.ctc_loss; no LLM forward).
     objective: str = "lm"
+    # What the "ctc" objective spells: "tokens" (the LLM's own tokens of the transcript) or "chars" (its
+    # letters, lower case, and the space, each as the LLM's single-character token; blank = "_"). Letters
+    # are few and each is heard thousands of times, so they transfer to unseen sentences where word
+    # pieces do not (bench/hearing_probe.py); the frame rate must then exceed the letter rate (stack <= 2).
+    ctc_units: str = "tokens"
     # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/); LoRA starts fresh.
     init_from: str | None = None
 
@@ -211,6 +216,7 @@ _CHOICES = {
     "train.schedule": ("linear", "cosine"),
     "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
     "train.objective": ("lm", "ctc"),
+    "train.ctc_units": ("tokens", "chars"),
 }
 SOURCE_FORMATS = ("covost", "mustc", "jsonl")  # data.*[].format: llast.data.read_source reads each
 

@@ -233,7 +233,7 @@ class LLaST(nn.Module):
 
     # ------------------------------------------------------------------ adaptor pre-training
     def ctc_loss(self, audio_lengths, labels, vocab: torch.Tensor, input_features=None, encoder_states=None,
-                 temperature: float = 0.05) -> CausalLMOutputWithPast:
+                 temperature: float = 0.05, ctc_targets=None) -> CausalLMOutputWithPast:
         """CTC between the audio embeddings and the target tokens in the LLM's own input-embedding space.
 
         Each audio embedding is scored against the LLM's (frozen) input embeddings of the tokens in
@@ -247,6 +247,7 @@ class LLaST(nn.Module):
 
         labels : (B, L) as for forward(): -100 except the target tokens and the final EOS (dropped here)
         vocab  : (K,) token ids, blank first; every target token must be in it
+        ctc_targets : (B, S) token ids to spell instead of the labels' (e.g. letters), -100 padded
         returns loss (CTC per target token + norm penalty) and logits (B, N, K)
         """
         embeds, mask = self.embed_audio(input_features, audio_lengths, encoder_states)  # (B, N, H), (B, N)
@@ -256,7 +257,10 @@ class LLaST(nn.Module):
         logits = F.normalize(embeds, dim=-1) @ F.normalize(table, dim=-1).T / temperature  # (B, N, K)
         lookup = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.long, device=vocab.device)
         lookup[vocab] = torch.arange(len(vocab), device=vocab.device)
-        targets = [row[row != IGNORE_INDEX][:-1] for row in labels]  # target tokens without EOS
+        if ctc_targets is not None:
+            targets = [row[row != IGNORE_INDEX] for row in ctc_targets]
+        else:
+            targets = [row[row != IGNORE_INDEX][:-1] for row in labels]  # target tokens without EOS
         if any(int(t.max()) >= len(lookup) or bool((lookup[t] < 0).any()) for t in targets if len(t)):
             raise ValueError("ctc_loss: a target token is not in `vocab`")
         flat = torch.cat([lookup[t] for t in targets])
@@ -270,13 +274,13 @@ class LLaST(nn.Module):
 
     # ------------------------------------------------------------------ LM
     def forward(self, input_features=None, audio_lengths=None, input_ids=None, attention_mask=None, labels=None,
-                encoder_states=None, ctc_vocab=None, **kwargs):
+                encoder_states=None, ctc_vocab=None, ctc_targets=None, **kwargs):
         """Without labels: the LLM's output (logits (B, L, V)). With labels: `loss`, the mean
         cross-entropy over target tokens, with the vocabulary-sized LM head run on the target
         positions only (prompt and audio positions need no logits; most of a batch is audio).
         With `ctc_vocab`: the adaptor pre-training loss instead (see `ctc_loss`; no LLM forward)."""
         if ctc_vocab is not None:
-            return self.ctc_loss(audio_lengths, labels, ctc_vocab, input_features, encoder_states)
+            return self.ctc_loss(audio_lengths, labels, ctc_vocab, input_features, encoder_states, ctc_targets=ctc_targets)
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
         if labels is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)

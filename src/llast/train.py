@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,12 @@ _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class Collator:
-    """Dataset items -> (model batch, meta). Skipped clips (None) are dropped and counted."""
+    """Dataset items -> (model batch, meta). Skipped clips (None) are dropped and counted. With `speller`
+    (the "chars" CTC stage) the batch also carries `ctc_targets` (B, S): the letters of each target text."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, speller: "CharSpeller | None" = None):
         self.processor = processor
+        self.speller = speller
 
     def __call__(self, items):
         good, n_bad = filter_batch(items)
@@ -63,11 +66,52 @@ class Collator:
         batch = self.processor(examples)
         if "states" in good[0]:  # from the feature cache: the encoder is skipped
             batch["encoder_states"] = pad_states([x["states"] for x in good])
+        if self.speller is not None:
+            rows = [self.speller.ids(x["sample"].target_text) for x in good]
+            width = max(map(len, rows))
+            batch["ctc_targets"] = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in rows], dtype=torch.long)
         return batch, meta
 
 
-def ctc_vocabulary(samples, tokenizer) -> torch.Tensor:
-    """Token ids of every target text in `samples`, the CTC blank (the space token's id) first."""
+def spell(text: str) -> str:
+    """What the "chars" CTC stage spells: lower-case letters and apostrophes, words separated by one space.
+
+    >>> spell("Der Mohr hat's getan!")
+    "der mohr hat's getan"
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(c if c.isalpha() or c == "'" else " " for c in text).split())
+
+
+class CharSpeller:
+    """Text -> the LLM's token ids of its letters, one token per character (train.ctc_units=chars)."""
+
+    BLANK = "_"  # the CTC blank's token: never spelled (spell() keeps letters, apostrophes and spaces only)
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.table: dict[str, int] = {}
+
+    def char_id(self, char: str) -> int:
+        if char not in self.table:
+            ids = self.tokenizer(char, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise DataError(f"train.ctc_units=chars: {char!r} is {len(ids)} tokens of the LLM's tokenizer, "
+                                "not one; use train.ctc_units=tokens for this LLM")
+            self.table[char] = ids[0]
+        return self.table[char]
+
+    def ids(self, text: str) -> list[int]:
+        return [self.char_id(c) for c in spell(text)]
+
+
+def ctc_vocabulary(samples, tokenizer, speller: CharSpeller | None = None) -> torch.Tensor:
+    """Token ids of every target text in `samples`, the CTC blank first: the space token for word pieces,
+    "_" for letters (`speller`: the space is then a letter, the word boundary)."""
+    if speller is not None:
+        blank = speller.char_id(CharSpeller.BLANK)
+        ids = {i for s in samples for i in speller.ids(s.target_text)}
+        return torch.tensor([blank, *sorted(ids - {blank})], dtype=torch.long)
     blank = tokenizer(" ", add_special_tokens=False)["input_ids"][-1]
     ids = {i for s in samples for i in tokenizer(s.target_text, add_special_tokens=False)["input_ids"]}
     ids.discard(blank)
@@ -312,7 +356,7 @@ def ctc_greedy(model, loader, vocab, tokenizer, device) -> str:
     batch = {k: v[:1].to(device) for k, v in batch.items()}
     model.eval()
     best = model.ctc_loss(batch["audio_lengths"], batch["labels"], vocab.to(device), batch.get("input_features"),
-                          batch.get("encoder_states")).logits[0].argmax(-1).tolist()
+                          batch.get("encoder_states"), ctc_targets=batch.get("ctc_targets")).logits[0].argmax(-1).tolist()
     model.train()
     ids = [vocab[b].item() for i, b in enumerate(best) if b != 0 and (i == 0 or b != best[i - 1])]
     return tokenizer.decode(ids)
@@ -528,8 +572,9 @@ def _build_model(cfg: Config, samples, accelerator, say, progress: bool):
     dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
     if tc.objective == "ctc":
         dev_samples = [s for s in dev_samples if s.task == "transcribe"]
-    # The CTC stage's vocabulary: every token of the training and dev transcripts.
-    ctc_vocab = ctc_vocabulary(samples + dev_samples, processor.tokenizer) if tc.objective == "ctc" else None
+    # The CTC stage's vocabulary: every token (or letter) of the training and dev transcripts.
+    speller = ctc_speller(cfg, processor)
+    ctc_vocab = ctc_vocabulary(samples + dev_samples, processor.tokenizer, speller) if tc.objective == "ctc" else None
     if cfg.data.feature_cache:
         check_cacheable(cfg.model)
         if accelerator.is_main_process:
@@ -544,13 +589,20 @@ def _build_model(cfg: Config, samples, accelerator, say, progress: bool):
     return model, processor, dev_samples, ctc_vocab
 
 
+def ctc_speller(cfg: Config, processor) -> CharSpeller | None:
+    """The letter speller of the "chars" CTC stage, None otherwise."""
+    if cfg.train.objective == "ctc" and cfg.train.ctc_units == "chars":
+        return CharSpeller(processor.tokenizer)
+    return None
+
+
 def _loaders(cfg: Config, samples, dev_samples, processor, accelerator):
     """(this rank's batch sampler, the training loader, the generator it draws worker seeds from, the dev
     loader or None)."""
     sampler = make_sampler(cfg, samples, accelerator.num_processes, accelerator.process_index)
     dataset = SpeechDataset(samples, max_seconds=cfg.model.encoder.max_seconds, skip_bad=cfg.data.skip_bad,
                             feature_cache=cfg.data.feature_cache, model_cfg=cfg.model)
-    collate = Collator(processor)
+    collate = Collator(processor, ctc_speller(cfg, processor))
     # A private generator keeps DataLoader start-up from consuming the global RNG (exact resume); it
     # is reseeded every epoch so that a resumed epoch gives its workers the same seeds.
     loader_gen = torch.Generator()
