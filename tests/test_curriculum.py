@@ -161,3 +161,26 @@ def test_letter_ctc_stage_learns_and_hands_its_adaptor_on(setup):
     assert train(load_config(y, NO_SLORA + [f"train.init_from={final}"]), progress=False).is_dir()
     with pytest.raises(ConfigError, match="ctc_units"):
         load_config(y, ["train.ctc_units=phones"])
+
+
+def test_ctc_stage_adapts_the_encoder_with_slora_and_hands_both_on(setup):
+    make, root = setup
+    y, out = make("ctc_slora", max_steps=4)
+    final = train(load_config(y, ["train.objective=ctc", "train.ctc_units=chars", "train.lr=1e-2",
+                                  "model.encoder.lora.dropout=0.0", "model.llm.lora.dropout=0.0"]), progress=False)
+    enc = load_file(str(final / "encoder_lora" / "adapter_model.safetensors"))
+    llm = load_file(str(final / "llm_lora" / "adapter_model.safetensors"))
+    assert any(float(v.abs().sum()) > 0 for k, v in enc.items() if "lora_B" in k)  # S-LoRA learned
+    assert all(float(v.abs().sum()) == 0 for k, v in llm.items() if "lora_B" in k)  # L-LoRA untouched
+    # Stage 2 starts from the adaptor and the adapted encoder ...
+    from llast.checkpoint import load_adaptor
+    from llast.lora import build_lora_model
+
+    cfg = load_config(y, ["model.encoder.lora.dropout=0.0"])
+    model = build_lora_model(cfg.model)
+    load_adaptor(model, final)
+    got = {k: v for k, v in model.encoder.state_dict().items() if "lora_B" in k}
+    assert got and any(float(v.abs().sum()) > 0 for v in got.values())
+    # ... and refuses to drop the adapted encoder silently.
+    with pytest.raises(CheckpointError, match="S-LoRA is off"):
+        train(load_config(y, NO_SLORA + [f"train.init_from={final}"]), progress=False)

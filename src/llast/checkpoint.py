@@ -186,13 +186,19 @@ def _strict_load_lora(module, adapter_dir: Path) -> None:
 
 
 def load_adaptor(model, path: str | Path) -> None:
-    """Only the adaptor weights of checkpoint `path`, strictly (train.init_from)."""
+    """The adaptor weights of checkpoint `path`, strictly (train.init_from), and its encoder LoRA when it
+    has one and the model's S-LoRA is on (a CTC stage that adapted the encoder). The LLM LoRA starts fresh."""
     adaptor_file = Path(path) / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
     state = read_tensors(adaptor_file)
     check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match this config's adaptor")
     model.adaptor.load_state_dict(state, strict=True)
+    if (Path(path) / "encoder_lora").is_dir():
+        if not hasattr(model.encoder, "peft_config"):
+            raise CheckpointError(f"{path}: its adaptor was trained on an adapted encoder (encoder_lora/), but this "
+                                  "config's S-LoRA is off; set model.encoder.lora.enabled=true to start from both")
+        _strict_load_lora(model.encoder, Path(path) / "encoder_lora")
 
 
 def load_weights(model, path: str | Path) -> None:

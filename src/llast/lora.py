@@ -63,8 +63,9 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for name, p in model.named_parameters() if name.startswith("adaptor.") or "lora_" in name]
 
 
-def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
-    """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`."""
+def set_trainable(model: nn.Module, adaptor_only: bool = False, llm_lora: bool = True) -> None:
+    """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`: the encoder's
+    (S-LoRA) and, with `llm_lora`, the LLM's (L-LoRA; off in the CTC stage, which never runs the LLM)."""
     from llast.model import _unwrap
 
     encoder = _unwrap(model.encoder)
@@ -76,7 +77,7 @@ def set_trainable(model: nn.Module, adaptor_only: bool = False) -> None:
         if name.startswith("adaptor."):
             p.requires_grad_(True)
         elif "lora_" in name:
-            p.requires_grad_(not adaptor_only)
+            p.requires_grad_(not adaptor_only and (llm_lora or not name.startswith("llm.")))
         else:
             p.requires_grad_(False)
 

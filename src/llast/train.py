@@ -470,9 +470,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         for batch, meta in loader:
             pos.batches_done += 1
             n_bad += meta["n_bad"]
-            adaptor_only = pos.step < cfg.model.adaptor_only_steps or tc.objective == "ctc"
+            adaptor_only = pos.step < cfg.model.adaptor_only_steps
             if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
-                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only)
+                # The CTC stage trains the adaptor and S-LoRA (when on): the LLM does not run.
+                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only, llm_lora=tc.objective != "ctc")
                 stage = adaptor_only
             # Accumulation windows are fixed by the position in the epoch (not by a running counter):
             # every grad_accum batches and at the epoch's end, so a resumed run steps where an
