@@ -1,6 +1,6 @@
 """How well a CTC-stage adaptor (train.objective=ctc) reads the dev clips: greedy CTC, then CER and WER.
 
-    python bench/ctc_reading.py --config configs/mini-chars.yaml --checkpoint runs/mini-chars/final
+    python bench/ctc_reading.py --config configs/mini-chars.yaml --checkpoint runs/mini-chars/final [key=value ...]
 
 The adaptor's embeddings are scored against the LLM's input embeddings of the stage's units (letters
 or word pieces) exactly as in training (LLaST.ctc_loss); the best unit per embedding, repeats and blanks
@@ -28,8 +28,9 @@ def main() -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--out", default=None)
+    ap.add_argument("overrides", nargs="*", help="config overrides as for llast train (key=value), e.g. the run's S-LoRA")
     args = ap.parse_args()
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     from llast.data import build_samples
     from llast.lora import build_lora_model
     from llast.processor import build_processor

@@ -175,8 +175,8 @@ class TrainConfig:
     objective: str = "lm"
     # What the "ctc" objective spells: "tokens" (the LLM's own tokens of the transcript) or "chars" (its
     # letters, lower case, and the space, each as the LLM's single-character token; blank = "_"). Letters
-    # are few and each is heard thousands of times, so they transfer to unseen sentences where word
-    # pieces do not (bench/hearing_probe.py); the frame rate must then exceed the letter rate (stack <= 2).
+    # are few and each is heard thousands of times: they read unseen sentences better than word pieces
+    # (docs/quality.md, session 21); the frame rate must then exceed the letter rate (stack <= 2).
     ctc_units: str = "tokens"
     # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/); LoRA starts fresh.
     init_from: str | None = None
