@@ -20,7 +20,7 @@ from llast.checkpoint import load_adaptor
 from llast.config import load_config
 from llast.data import SpeechDataset
 from llast.model import audio_embed_length
-from llast.train import Collator, _training_samples, ctc_speller, ctc_vocabulary, spell
+from llast.train import Collator, ctc_collapse, ctc_speller, ctc_vocabulary, spell
 
 
 def main() -> None:
@@ -40,9 +40,11 @@ def main() -> None:
     model.eval()
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     speller = ctc_speller(cfg, processor)
-    train_samples = _training_samples(cfg, lambda *_: None)
-    dev = [s for s in build_samples(cfg.data.dev, asr_augment=True) if s.task == "transcribe"]
-    vocab = ctc_vocabulary(train_samples + dev, processor.tokenizer, speller)
+    def transcripts(sources):
+        return [s for s in build_samples(sources, asr_augment=True) if s.task == "transcribe"]
+
+    dev = transcripts(cfg.data.dev)
+    vocab = ctc_vocabulary(transcripts(cfg.data.train) + dev, processor.tokenizer, speller)  # as in training
     dataset = SpeechDataset(dev, cfg.model.encoder.max_seconds, feature_cache=cfg.data.feature_cache, model_cfg=cfg.model)
     collate = Collator(processor, speller)
     hyps = []
@@ -53,9 +55,7 @@ def main() -> None:
                                  batch.get("encoder_states"), ctc_targets=batch.get("ctc_targets"))
             n_embeds = audio_embed_length(batch["audio_lengths"], model.encoder_config, cfg.model).tolist()
             for i, row in enumerate(out.logits.argmax(-1).tolist()):
-                row = row[: int(n_embeds[i])]
-                ids = [vocab[b].item() for j, b in enumerate(row) if b != 0 and (j == 0 or b != row[j - 1])]
-                hyps.append(spell(processor.tokenizer.decode(ids)))
+                hyps.append(spell(processor.tokenizer.decode(ctc_collapse(row[: int(n_embeds[i])], vocab))))
     refs = [spell(s.source_text) for s in dev]
     langs = [s.src_lang for s in dev]
     report = {"checkpoint": args.checkpoint, "clips": len(hyps),

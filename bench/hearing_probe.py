@@ -20,7 +20,6 @@ import argparse
 import json
 import random
 import time
-import unicodedata
 
 import jiwer
 import torch
@@ -30,11 +29,7 @@ import torch.nn.functional as F
 from llast.config import load_config
 from llast.data import build_samples
 from llast.features import cache_key, entry_path, load_entry
-
-
-def chars_of(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join("".join(c if c.isalpha() or c == "'" else " " for c in text).split())
+from llast.train import spell
 
 
 class Probe(nn.Module):
@@ -55,7 +50,7 @@ def load(samples, cfg, cache_dir):
         p = entry_path(cache_dir, cache_key(s, cfg.model))
         if p.is_file():
             states, _ = load_entry(p)
-            rows.append((torch.from_numpy(states.astype("float32")), chars_of(s.source_text), s.audio))
+            rows.append((torch.from_numpy(states.astype("float32")), spell(s.source_text), s.audio))
     return rows
 
 

@@ -67,9 +67,8 @@ class Collator:
         if "states" in good[0]:  # from the feature cache: the encoder is skipped
             batch["encoder_states"] = pad_states([x["states"] for x in good])
         if self.speller is not None:
-            rows = [self.speller.ids(x["sample"].target_text) for x in good]
-            width = max(map(len, rows))
-            batch["ctc_targets"] = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in rows], dtype=torch.long)
+            rows = [torch.tensor(self.speller.ids(x["sample"].target_text), dtype=torch.long) for x in good]
+            batch["ctc_targets"] = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
         return batch, meta
 
 
@@ -358,8 +357,12 @@ def ctc_greedy(model, loader, vocab, tokenizer, device) -> str:
     best = model.ctc_loss(batch["audio_lengths"], batch["labels"], vocab.to(device), batch.get("input_features"),
                           batch.get("encoder_states"), ctc_targets=batch.get("ctc_targets")).logits[0].argmax(-1).tolist()
     model.train()
-    ids = [vocab[b].item() for i, b in enumerate(best) if b != 0 and (i == 0 or b != best[i - 1])]
-    return tokenizer.decode(ids)
+    return tokenizer.decode(ctc_collapse(best, vocab))
+
+
+def ctc_collapse(best: list[int], vocab: torch.Tensor) -> list[int]:
+    """Greedy CTC path (best vocab index per embedding) -> token ids: repeats merged, blanks (index 0) dropped."""
+    return [int(vocab[b]) for i, b in enumerate(best) if b != 0 and (i == 0 or b != best[i - 1])]
 
 
 def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
