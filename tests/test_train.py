@@ -331,6 +331,25 @@ def test_max_minutes_stops_early_with_final_and_checkpoint(setup):
         train(load_config(y2), resume=str(out / "checkpoint-0000777"), progress=False)
 
 
+def test_stop_at_keeps_the_full_schedule_and_resumes_to_its_end(setup, recorded_run):
+    """train.stop_at: the run stops (with a checkpoint) at that step, at the learning rates of the whole
+    max_steps schedule; the same command without it goes on to the end as an unbroken run would."""
+    ref_out, _ = recorded_run  # max_steps=6, uninterrupted
+    y, out = setup("stopped", max_steps=6)
+    final = train(load_config(y, ["train.stop_at=3"]), progress=False)
+    assert (final / "llast.json").is_file()
+    assert sorted(_losses(out)) == [1, 2, 3]
+    assert find_latest_checkpoint(out) == out / "checkpoint-0000003"
+    lrs = {r["step"]: r["lr"] for r in _records(out) if "lr" in r}
+    ref_lrs = {r["step"]: r["lr"] for r in _records(ref_out) if "lr" in r}
+    assert lrs[3] == pytest.approx(ref_lrs[3]) and lrs[3] != ref_lrs[6]
+    train(load_config(y), progress=False)
+    a, b = _losses(ref_out), _losses(out)
+    assert sorted(b) == list(range(1, 7))
+    for s in a:
+        assert b[s] == pytest.approx(a[s], abs=1e-5), (s, a[s], b[s])
+
+
 def test_no_training_data_is_a_data_error(setup):
     y, out = setup("nodata", max_steps=2)
     with pytest.raises(DataError, match="data.train"):

@@ -156,6 +156,9 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; None = `epochs` full passes
     max_minutes: float | None = None  # stop (and checkpoint) after this wall time
+    # Stop (and checkpoint) at this step while the learning-rate schedule still spans max_steps: runs
+    # compared at equal budgets (the Table 5 arms) see the same learning rates; resume to go on.
+    stop_at: int | None = None
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
@@ -308,6 +311,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.max_steps": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "train.max_minutes": (lambda v: v is None or v > 0, "null or a number of minutes > 0"),
+    "train.stop_at": (lambda v: v is None or v >= 1, "null or a step >= 1"),
     "train.lr": (lambda v: 0 < v <= 10, "a learning rate in (0, 10]"),
     "train.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),

@@ -460,7 +460,8 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     bar = tqdm(total=total_steps, initial=pos.step, desc="train", unit="step", disable=not (main and progress), file=sys.stderr)
     window = _new_window()
     n_bad, stage, last_batch = 0, None, None  # last_batch: stands in for a batch of only unreadable clips
-    done = pos.step >= total_steps
+    stop_at = min(total_steps, tc.stop_at or total_steps)
+    done = pos.step >= stop_at
     if len(sampler) == 0:
         raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
     n_batches = len(sampler)
@@ -489,17 +490,19 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             _optimizer_step(run, params)
             pos.step += 1
             bar.update(1)
-            if pos.step % tc.log_every == 0 or pos.step == total_steps:
+            if pos.step % tc.log_every == 0 or pos.step in (stop_at, total_steps):
                 window = _log_window(run, window, pos, logger, bar, start, adaptor_only)
             if dev_loader is not None and pos.step % tc.eval_every == 0:
                 _evaluate(run, dev_loader, dev_samples, processor, ctc_vocab, pos.step, logger)
             out_of_time = _out_of_time(deadline, accelerator)
-            done = pos.step >= total_steps or out_of_time
+            done = pos.step >= stop_at or out_of_time
             if pos.step % tc.save_every == 0 or done:
                 _save(run, out_dir / f"checkpoint-{pos.step:07d}", pos, n_batches, with_state=True)
             if done:
                 if out_of_time:
                     say(f"[train] stopping at step {pos.step}: train.max_minutes={tc.max_minutes} reached")
+                elif pos.step < total_steps:
+                    say(f"[train] stopping at step {pos.step} of {total_steps}: train.stop_at={tc.stop_at}")
                 break
         if not done:
             pos.epoch += 1
