@@ -28,14 +28,16 @@ demo: setup
 bench: setup
 	bash bench/run_cpu.sh
 
-# Rebuild the shipped llast-mini from scratch (hours on a 2-core CPU; resumable: run it again after a stop).
-# Stage 1: CTC adaptor pre-training (configs/mini-ctc.yaml); stage 2: the LLaST loss (configs/mini-long.yaml).
+# Rebuild the shipped llast-mini from scratch (about 2 h on a 2-core CPU; resumable: run it again after a stop).
+# Stage 1: the adaptor learns to spell letters (CTC, configs/mini-chars.yaml); 1b: the same with S-LoRA on
+# the encoder (configs/mini-chars-slora.yaml); 2: the LLaST loss with dual LoRA (configs/mini-chars-dual.yaml).
 model: setup
 	$(LLAST) models prepare whisper-base qwen2.5-coder-0.5b-instruct
 	$(LLAST) data synth --out data/synth4 --directions de-en,fr-en,es-en,it-en --train 2000 --dev 40 --test 100
-	$(LLAST) train configs/mini-ctc.yaml
-	$(LLAST) train configs/mini-long.yaml
-	$(LLAST) export --ship --model runs/mini-long/final --out src/llast/shipped/llast-mini
+	$(LLAST) train configs/mini-chars.yaml
+	$(LLAST) train configs/mini-chars-slora.yaml
+	$(LLAST) train configs/mini-chars-dual.yaml
+	$(LLAST) export --ship --model runs/mini-chars-dual/final --out src/llast/shipped/llast-mini
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the whole job end to end on the bundled real weights and the offline corpus (CPU, <= 20 min).
 # Every step reuses what an earlier run already prepared.
-#   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-ctc.yaml then
-#     configs/mini-long.yaml; docs/quality.md) on held-out test clips: sentences AND voices never trained on;
+#   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-chars.yaml,
+#     mini-chars-slora.yaml, then mini-chars-dual.yaml; docs/quality.md) on held-out test clips: sentences
+#     AND voices never trained on;
 #   - a short LLaST-mini training run of its own (configs/mini.yaml, SmolLM2-135M, a few minutes);
 #   - beside them: the untrained model, Whisper base's own translate task, the cascade (Whisper base
 #     transcribes, Qwen translates the transcript) and Qwen's text ceiling (it translates the gold source);
@@ -13,7 +14,7 @@ LLAST=.venv/bin/llast
 PY=.venv/bin/python
 RUN=${DEMO_RUN:-runs/demo}
 DATA=data/synth  # the corpus configs/mini.yaml names
-TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/mini-long.yaml); only its test split here
+TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/mini-chars-dual.yaml); only its test split here
 TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-6}
 TEST_LIMIT=${DEMO_TEST_LIMIT:-20}
 # The trained llast-mini: the shipped one (`make model` rebuilds it), or a checkpoint folder of your own.
@@ -55,7 +56,7 @@ fi
 declare -A CMD=(
   [llast-mini]="--model $MINI"
   [demo-run]="--model $RUN/final"
-  [untrained]="--model configs/mini-long.yaml --max-new-tokens 24"
+  [untrained]="--model configs/mini-chars-dual.yaml --max-new-tokens 24"
   [whisper]="--baseline whisper --model whisper-base"
   [cascade]="--baseline cascade --asr whisper-base --llm qwen2.5-coder-0.5b-instruct"
   [text]="--baseline text --llm qwen2.5-coder-0.5b-instruct"
