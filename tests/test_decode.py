@@ -243,6 +243,50 @@ def test_cli_translate_and_evaluate(ckpt, tmp_path, capsys):
     assert "nope.wav" in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------- two-pass translation
+
+
+def test_two_pass_translates_the_models_own_transcript_with_the_llm_alone(ckpt, tiny_dirs):
+    """decode.two_pass: the model transcribes, then its LLM with the L-LoRA switched off translates the
+    transcript as text (llast.llm_text, as the cascade baseline asks it); the L-LoRA is back on after."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+
+    tr = load_model(ckpt, dtype="float32", two_pass=True)
+    assert tr.cfg.decode.two_pass and hasattr(tr.model.llm, "disable_adapter")  # L-LoRA left unmerged
+    clips = _clips()
+    got = tr.translate(clips, src="fr", tgt="en", num_beams=1)
+    heard = tr.translate(clips, src="fr", tgt="en", task="transcribe", num_beams=1)
+    decode = tr.decode_config(num_beams=1)
+    prompt = dataclasses.replace(tr.cfg.model.prompt, system=TRANSLATION_ONLY)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"], dtype=torch.float32)  # the LLM without LoRA
+    assert got == TextTranslator(base, tr.tokenizer, prompt).translate(heard, "fr", "en", decode)
+    with_lora = TextTranslator(tr.model.llm, tr.tokenizer, prompt).translate(heard, "fr", "en", decode)
+    assert with_lora != got  # the text pass really ran without the (large, random) L-LoRA ...
+    # ... and one pass afterwards is the merged model's, adapters on again.
+    merged = load_model(ckpt, dtype="float32")
+    assert tr.translate(clips, src="fr", tgt="en", num_beams=1, two_pass=False) == merged.translate(clips, src="fr", tgt="en", num_beams=1)
+    # A merged L-LoRA cannot be switched off: a clear error, not a silently different translation.
+    with pytest.raises(ConfigError, match="merged"):
+        merged.translate(clips, src="fr", tgt="en", two_pass=True)
+    assert tr.translate(clips[0], src="fr", task="transcribe", num_beams=1) == heard[0]
+
+
+def test_cli_two_pass(ckpt, tmp_path, capsys):
+    clip = tmp_path / "a.wav"
+    sf.write(clip, tiny.clip(1.1, 0, 200.0), 16000)
+    assert main(["translate", "--model", str(ckpt), "--src", "fr", "--num-beams", "1", "--two-pass", str(clip)]) == 0
+    two = capsys.readouterr().out.strip().split("\t", 1)[1]
+    tr = load_model(ckpt, two_pass=True)
+    assert two == tr.translate(str(clip), src="fr", tgt="en", num_beams=1)
+    # The baselines have passes of their own: the option is refused, not ignored.
+    assert main(["evaluate", "--baseline", "text", "--data", "x.tsv", "--out", str(tmp_path / "e"), "--two-pass"]) == 1
+    assert "--two-pass" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- inference dtype
 
 

@@ -253,9 +253,9 @@ def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torc
     return out
 
 
-def merge_lora_weights(model) -> None:
-    """Fold LoRA into the base encoder/LLM in place (peft merge_and_unload); for inference only."""
-    for part in ("encoder", "llm"):
+def merge_lora_weights(model, parts: tuple[str, ...] = ("encoder", "llm")) -> None:
+    """Fold LoRA into the base encoder and/or LLM in place (peft merge_and_unload); for inference only."""
+    for part in parts:
         module = getattr(model, part)
         if hasattr(module, "peft_config"):
             setattr(model, part, module.merge_and_unload())

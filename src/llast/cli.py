@@ -168,6 +168,9 @@ def _add_decode_options(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None)
+    p.add_argument("--two-pass", action=argparse.BooleanOptionalAction, default=None,
+                   help="translate in two passes: transcribe, then the LLM (without L-LoRA) translates the "
+                        "transcript (default: the checkpoint's decode.two_pass; llast-mini: on)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
 
@@ -178,7 +181,7 @@ def _decode_overrides(args) -> dict:
     from llast.config import check_decode
 
     out = {}
-    for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty"):
+    for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty", "two_pass"):
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
@@ -226,7 +229,7 @@ def _run_translate(args) -> int:
     language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
     for path in args.files:  # errors before the model is loaded
         audio_duration(path)
-    translator = load_translator(args.model, args.dtype)
+    translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
     results = translator.translate(
@@ -291,6 +294,8 @@ def _run_evaluate(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
+    if args.baseline and "two_pass" in overrides:
+        raise ConfigError(f"--two-pass/--no-two-pass: for llast models; --baseline {args.baseline} has its own passes")
     if args.baseline in ("cascade", "text"):
         return _evaluate_llm_baseline(args, overrides)
     if args.model is None:
@@ -303,13 +308,13 @@ def _run_evaluate(args) -> int:
     else:
         from llast.decode import load_translator
 
-        translator = load_translator(args.model, args.dtype)
+        translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
         decode = translator.decode_config(**overrides)
 
         def generate(examples, on_batch=None):
             return translator.generate(examples, decode, on_batch=on_batch)
 
-        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams,
+        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams, "two_pass": decode.two_pass,
                 "dtype": str(next(translator.model.parameters()).dtype)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
@@ -464,7 +469,7 @@ def _run_serve(args) -> int:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout,
     )
-    translator = load_translator(args.model, args.dtype)
+    translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
     if overrides:
         translator.cfg.decode = translator.decode_config(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -8,6 +8,7 @@ segments by llast.segment (Silero VAD); their translations are joined, or return
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -109,8 +110,11 @@ class Translator:
     @torch.no_grad()
     def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False, on_batch=None) -> list[str]:
         """Translations of `examples` (audio already loaded), in input order, batched by length.
-        `on_batch(n)` is called after each batch of n clips (progress reporting)."""
+        `on_batch(n)` is called after each batch of n clips (progress reporting). With decode.two_pass the
+        translate examples are transcribed first and their transcripts translated as text (_two_pass)."""
         decode = check_decode(decode)
+        if decode.two_pass and any(ex.task == "translate" for ex in examples):
+            return self._two_pass(examples, decode, progress, on_batch)
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio), reverse=True)
         seconds = [len(examples[i].audio) / SAMPLE_RATE for i in order]
         batches = pack_by_duration(order, seconds, decode.max_batch_seconds, decode.batch_size)
@@ -129,6 +133,34 @@ class Translator:
                 on_batch(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
+
+    def _two_pass(self, examples: list[Example], decode: DecodeConfig, progress: bool, on_batch) -> list[str]:
+        """decode.two_pass: every example is transcribed (task=transcribe, one batched decode), then each
+        translate example's transcript is translated as text by the LLM with its L-LoRA switched off (the
+        LLM's own text translation, asked as the cascade baseline asks it: llast.llm_text)."""
+        from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+
+        llm = self.model.llm
+        if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter"):
+            from llast.errors import ConfigError
+
+            raise ConfigError("decode.two_pass: this model's L-LoRA is merged into the LLM; load it with "
+                              "llast.load_model(path, two_pass=True) (the CLI does this for --two-pass)")
+        heard = [dataclasses.replace(ex, tgt_lang=ex.src_lang, task="transcribe") for ex in examples]
+        texts = self.generate(heard, dataclasses.replace(decode, two_pass=False), progress, on_batch)
+        prompt = dataclasses.replace(self.cfg.model.prompt, system=TRANSLATION_ONLY)
+        text_llm = TextTranslator(llm, self.tokenizer, prompt, self.device)
+        out = list(texts)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, ex in enumerate(examples):
+            if ex.task == "translate":
+                groups.setdefault((ex.src_lang, ex.tgt_lang), []).append(i)
+        off = llm.disable_adapter() if hasattr(llm, "disable_adapter") else contextlib.nullcontext()
+        with off:
+            for (src, tgt), idx in groups.items():
+                for i, t in zip(idx, text_llm.translate([texts[i] for i in idx], src, tgt, decode)):
+                    out[i] = t
+        return out
 
     def segment_options(self, chunk_seconds: float | None = None, **changes) -> SegmentOptions:
         """Segmentation for this model: segments of at most model.encoder.max_seconds (or `chunk_seconds`,
@@ -191,11 +223,14 @@ class Translator:
         return joined[0] if single else joined
 
 
-def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True) -> Translator:
+def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True,
+               two_pass: bool | None = None) -> Translator:
     """A ready-to-use Translator for checkpoint `path`.
 
     With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
     load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
+    Two-pass translation (decode.two_pass; `two_pass`: None = the checkpoint's setting) needs the LLM
+    without its L-LoRA: the L-LoRA is then left unmerged (the S-LoRA is still merged).
     dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
             "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
             then cast.
@@ -205,18 +240,23 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
 
     inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
     model, cfg = load_checkpoint(path)
+    if two_pass is not None:
+        cfg.decode.two_pass = two_pass
     if merge_lora:
-        merge_lora_weights(model)
+        merge_lora_weights(model, ("encoder",) if cfg.decode.two_pass else ("encoder", "llm"))
     return Translator(model, cfg, device=device, dtype=dtype)
 
 
-def load_translator(spec: str, dtype: str = "auto") -> Translator:
-    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline)."""
+def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None) -> Translator:
+    """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline).
+    `two_pass`: None keeps the checkpoint's (or config's) decode.two_pass; True or False sets it."""
     if spec.endswith((".yaml", ".yml")):
         from llast.lora import build_lora_model
         from llast.config import load_config
 
         cfg = load_config(spec)
+        if two_pass is not None:
+            cfg.decode.two_pass = two_pass
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
         return Translator(build_lora_model(cfg.model), cfg, dtype=dtype)
-    return load_model(spec, dtype=dtype)
+    return load_model(spec, dtype=dtype, two_pass=two_pass)

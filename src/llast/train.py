@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import unicodedata
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,7 +367,8 @@ def ctc_collapse(best: list[int], vocab: torch.Tensor) -> list[int]:
 
 
 def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
-    """Corpus BLEU of the dev samples per target language ({"dev_bleu_en": ...}), decoded with cfg.decode."""
+    """Corpus BLEU of the dev samples per target language ({"dev_bleu_en": ...}), decoded with cfg.decode in
+    one pass (decode.two_pass is an inference choice; the curve follows the speech translation trained)."""
     from llast.audio import load_audio
     from llast.decode import Translator
     from llast.errors import AudioError
@@ -384,7 +386,7 @@ def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
     translator = Translator(model, cfg, processor=processor, device=str(device))
     out = {}
     for tgt, (examples, refs) in by_tgt.items():
-        hyps = translator.generate(examples, cfg.decode)
+        hyps = translator.generate(examples, dataclasses.replace(cfg.decode, two_pass=False))
         out[f"dev_bleu_{tgt}"] = score(hyps, refs, tgt)["bleu"]
     return out
 
