@@ -3,7 +3,8 @@
 # Every step reuses what an earlier run already prepared.
 #   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-chars.yaml,
 #     mini-chars-slora.yaml, then mini-chars-dual.yaml; docs/quality.md) on held-out test clips: sentences
-#     AND voices never trained on;
+#     AND voices never trained on; it translates in two passes (decode.two_pass: it transcribes, then Qwen
+#     without its L-LoRA translates the transcript), its default;
 #   - a short LLaST-mini training run of its own (configs/mini.yaml, SmolLM2-135M, a few minutes);
 #   - beside them: the untrained model, Whisper base's own translate task, the cascade (Whisper base
 #     transcribes, Qwen translates the transcript) and Qwen's text ceiling (it translates the gold source);
@@ -15,7 +16,7 @@ PY=.venv/bin/python
 RUN=${DEMO_RUN:-runs/demo}
 DATA=data/synth  # the corpus configs/mini.yaml names
 TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/mini-chars-dual.yaml); only its test split here
-TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-6}
+TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-5}
 TEST_LIMIT=${DEMO_TEST_LIMIT:-20}
 # The trained llast-mini: the shipped one (`make model` rebuilds it), or a checkpoint folder of your own.
 MINI=${DEMO_MINI:-llast-mini}
@@ -56,7 +57,7 @@ fi
 declare -A CMD=(
   [llast-mini]="--model $MINI"
   [demo-run]="--model $RUN/final"
-  [untrained]="--model configs/mini-chars-dual.yaml --max-new-tokens 24"
+  [untrained]="--model configs/mini-chars-dual.yaml --max-new-tokens 24 --no-two-pass"
   [whisper]="--baseline whisper --model whisper-base"
   [cascade]="--baseline cascade --asr whisper-base --llm qwen2.5-coder-0.5b-instruct"
   [text]="--baseline text --llm qwen2.5-coder-0.5b-instruct"
@@ -72,9 +73,9 @@ $PY - "$RUN" "$MINI" <<'PY'
 import json, os, sys
 run, mini = sys.argv[1], sys.argv[2]
 names = {
-    "untrained": "llast-mini recipe, untrained",
+    "untrained": "llast-mini recipe, untrained (one pass)",
     "demo-run": "LLaST-mini (SmolLM2), this demo's short run",
-    "llast-mini": "llast-mini (shipped)" if mini == "llast-mini" else f"llast-mini candidate {mini}",
+    "llast-mini": "llast-mini (shipped; two passes)" if mini == "llast-mini" else f"llast-mini candidate {mini}",
     "whisper": "Whisper base, own translate task",
     "cascade": "cascade: Whisper base -> Qwen2.5-Coder-0.5B",
     "text": "text ceiling: Qwen2.5-Coder-0.5B on gold source",
