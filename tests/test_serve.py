@@ -30,7 +30,7 @@ FORMATS = ["json", "text", "srt", "vtt", "verbose_json"]
 
 
 @pytest.fixture(scope="module")
-def translator(tiny_dirs, tmp_path_factory):
+def ckpt(tiny_dirs, tmp_path_factory):
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
     cfg.decode.max_new_tokens = 5
     cfg.decode.num_beams = 2
@@ -42,7 +42,11 @@ def translator(tiny_dirs, tmp_path_factory):
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    ckpt = save_checkpoint(model, cfg, tmp_path_factory.mktemp("serve") / "ckpt")
+    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("serve") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def translator(ckpt):
     return load_model(ckpt, dtype="float32")
 
 
@@ -325,6 +329,24 @@ class GatedTranslator:
         if any(len(e.audio) == self.poison for e in examples):
             raise RuntimeError("decoder blew up")
         return self.inner.generate(examples, decode, **kw)
+
+
+def test_two_pass_model_serves_two_pass_translations(ckpt, translator):
+    """A model loaded for two passes (llast serve --two-pass, or a checkpoint with decode.two_pass) answers
+    /v1/audio/translations with its two-pass translation; transcriptions stay one pass."""
+    two = load_model(ckpt, dtype="float32", two_pass=True)
+    audio = tiny.clip(1.2, 5)
+    expected = two.translate(audio, src="fr", tgt="en")
+    assert expected != translator.translate(audio, src="fr", tgt="en")  # the mode shows in the text
+    srv = Server(two, port=0, opts=ServeOptions(default_src="fr"), log_level="warning").start()
+    try:
+        code, _, body = _post(srv, "/v1/audio/translations", {"response_format": "text"}, ("a.wav", _wav(audio)), None)
+        assert code == 200 and body.strip() == expected
+        code, _, body = _post(srv, "/v1/audio/transcriptions", {"response_format": "text", "language": "fr"},
+                              ("a.wav", _wav(audio)), None)
+        assert code == 200 and body.strip() == translator.translate(audio, src="fr", task="transcribe")
+    finally:
+        srv.stop()
 
 
 def test_full_queue_gets_503_with_retry_after(translator):
