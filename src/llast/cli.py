@@ -508,7 +508,13 @@ def _one_line(e: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
     from llast.errors import LlastError
+
+    # transformers 5 deprecates a method that peft still calls when it wraps a model: a warning on every
+    # command that loads LoRA, which the user can do nothing about.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     try:
         return _COMMANDS[args.command][1](args) or 0
