@@ -11,13 +11,11 @@ the system message), greedy; scores with llast.evaluate.score. The L-LoRA-off si
 """
 
 import argparse
-import dataclasses
 import json
 
 from llast.config import DecodeConfig
 from llast.decode import load_model
 from llast.evaluate import group_sets, read_transcripts, score
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 
 
 def main() -> None:
@@ -29,8 +27,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tr = load_model(args.model, two_pass=False)  # L-LoRA merged into the LLM: the text pass runs with it
-    prompt = dataclasses.replace(tr.cfg.model.prompt, system=TRANSLATION_ONLY)
-    text_llm = TextTranslator(tr.model.llm, tr.tokenizer, prompt)
+    text_llm = tr.text_translator()  # what decode.two_pass uses, with the L-LoRA on
     sets = group_sets(args.data, "translate", None)
     inputs, _, _ = read_transcripts(args.transcripts, sets)
     decode = DecodeConfig(num_beams=1, max_new_tokens=args.max_new_tokens, batch_size=16)

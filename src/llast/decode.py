@@ -138,8 +138,6 @@ class Translator:
         """decode.two_pass: every example is transcribed (task=transcribe, one batched decode), then each
         translate example's transcript is translated as text by the LLM with its L-LoRA switched off (the
         LLM's own text translation, asked as the cascade baseline asks it: llast.llm_text)."""
-        from llast.llm_text import TRANSLATION_ONLY, TextTranslator
-
         llm = self.model.llm
         if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter"):
             from llast.errors import ConfigError
@@ -148,8 +146,7 @@ class Translator:
                               "llast.load_model(path, two_pass=True) (the CLI does this for --two-pass)")
         heard = [dataclasses.replace(ex, tgt_lang=ex.src_lang, task="transcribe") for ex in examples]
         texts = self.generate(heard, dataclasses.replace(decode, two_pass=False), progress, on_batch)
-        prompt = dataclasses.replace(self.cfg.model.prompt, system=TRANSLATION_ONLY)
-        text_llm = TextTranslator(llm, self.tokenizer, prompt, self.device)
+        text_llm = self.text_translator()
         out = list(texts)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, ex in enumerate(examples):
@@ -161,6 +158,14 @@ class Translator:
                 for i, t in zip(idx, text_llm.translate([texts[i] for i in idx], src, tgt, decode)):
                     out[i] = t
         return out
+
+    def text_translator(self):
+        """This model's LLM as a text translator (llast.llm_text), asked as the cascade baseline asks: the
+        checkpoint's instruction, TRANSLATION_ONLY as the system message. Its LoRA is as loaded."""
+        from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+
+        prompt = dataclasses.replace(self.cfg.model.prompt, system=TRANSLATION_ONLY)
+        return TextTranslator(self.model.llm, self.tokenizer, prompt, self.device)
 
     def segment_options(self, chunk_seconds: float | None = None, **changes) -> SegmentOptions:
         """Segmentation for this model: segments of at most model.encoder.max_seconds (or `chunk_seconds`,

@@ -21,8 +21,7 @@ import shutil
 import sys
 import time
 import unicodedata
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -386,7 +385,7 @@ def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
     translator = Translator(model, cfg, processor=processor, device=str(device))
     out = {}
     for tgt, (examples, refs) in by_tgt.items():
-        hyps = translator.generate(examples, dataclasses.replace(cfg.decode, two_pass=False))
+        hyps = translator.generate(examples, replace(cfg.decode, two_pass=False))
         out[f"dev_bleu_{tgt}"] = score(hyps, refs, tgt)["bleu"]
     return out
 
@@ -492,7 +491,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
             _optimizer_step(run, params)
             pos.step += 1
             bar.update(1)
-            if pos.step % tc.log_every == 0 or pos.step in (stop_at, total_steps):
+            if pos.step % tc.log_every == 0 or pos.step == stop_at:
                 window = _log_window(run, window, pos, logger, bar, start, adaptor_only)
             if dev_loader is not None and pos.step % tc.eval_every == 0:
                 _evaluate(run, dev_loader, dev_samples, processor, ctc_vocab, pos.step, logger)
