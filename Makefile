@@ -30,14 +30,18 @@ bench: setup
 
 # Rebuild the shipped llast-mini from scratch (about 2 h on a 2-core CPU; resumable: run it again after a stop).
 # Stage 1: the adaptor learns to spell letters (CTC, configs/mini-chars.yaml); 1b: the same with S-LoRA on
-# the encoder (configs/mini-chars-slora.yaml); 2: the LLaST loss with dual LoRA (configs/mini-chars-dual.yaml).
+# the encoder (configs/mini-chars-slora.yaml); 2: the LLaST loss with dual LoRA (configs/mini-chars-dual.yaml);
+# 3: a text adapter for its two-pass decoding's text pass, on the corpus's sentence pairs (llast text-lora, ~9 min).
 model: setup
 	$(LLAST) models prepare whisper-base qwen2.5-coder-0.5b-instruct
 	$(LLAST) data synth --out data/synth4 --directions de-en,fr-en,es-en,it-en --train 2000 --dev 40 --test 100
 	$(LLAST) train configs/mini-chars.yaml
 	$(LLAST) train configs/mini-chars-slora.yaml
 	$(LLAST) train configs/mini-chars-dual.yaml
-	$(LLAST) export --ship --model runs/mini-chars-dual/final --out src/llast/shipped/llast-mini
+	$(LLAST) text-lora --model runs/mini-chars-dual/final --out runs/mini-chars-text --steps 120 \
+	  --data data/synth4/covost_v2.de_en.train.tsv data/synth4/covost_v2.fr_en.train.tsv \
+	         data/synth4/covost_v2.es_en.train.tsv data/synth4/covost_v2.it_en.train.tsv
+	$(LLAST) export --ship --model runs/mini-chars-text --out src/llast/shipped/llast-mini
 
 clean:
 	rm -rf $(VENV) runs

@@ -9,7 +9,8 @@ The prompt is the one `llast evaluate --baseline text` sends (llast.llm_text.Tex
 instruction, the source sentence on the next line, the model's chat template, the "Reply with the
 translation only." system message); the loss is on the translation and its end-of-turn token only.
 L-LoRA as LLaST-mini's (r 16, alpha 32, every linear layer, no dropout), AdamW, constant lr after a
-5-step warmup, batches of --batch pairs drawn from every direction's train split. Decoding: greedy,
+5-step warmup, batches of --batch pairs drawn from every direction's train split (llast.llm_text.train_text_lora,
+as `llast text-lora` trains, here in fp32 and without noise). Decoding: greedy,
 64 new tokens, scored by llast.evaluate.score (cased SacreBLEU 13a, chrF).
 """
 
@@ -19,7 +20,6 @@ import argparse
 import datetime
 import json
 import platform
-import random
 import time
 from pathlib import Path
 
@@ -28,8 +28,7 @@ import torch
 from llast.config import DecodeConfig, PromptConfig
 from llast.data import read_covost
 from llast.evaluate import score
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator
-from llast.model import IGNORE_INDEX
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator, train_text_lora
 
 
 def pairs(corpus: Path, directions: list[str], split: str, limit: int | None) -> dict[str, list[tuple[str, str]]]:
@@ -52,23 +51,6 @@ def test_scores(tr: TextTranslator, test: dict, batch: int) -> dict:
                   "examples": list(zip(hyps[:3], [t for _, t in rows[:3]]))}
         print(f"  {d}: BLEU {r['bleu']:.2f} chrF {r['chrf']:.2f} ({r['n']} sentences)", flush=True)
     return out
-
-
-def batch_tensors(tr: TextTranslator, batch: list[tuple[str, str, str, str]]) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels (IGNORE_INDEX on the prompt and padding)."""
-    eos = tr.tokenizer.eos_token or ""
-    rows, labels = [], []
-    for src_text, tgt_text, src, tgt in batch:
-        p = tr.prompt_ids(src_text, src, tgt)
-        t = tr.tokenizer(tgt_text + eos, add_special_tokens=False)["input_ids"]
-        rows.append(p + t)
-        labels.append([IGNORE_INDEX] * len(p) + t)
-    width = max(map(len, rows))
-    pad = tr.tokenizer.pad_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    lab = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in labels])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
 def main() -> None:
@@ -99,23 +81,11 @@ def main() -> None:
 
     model = get_peft_model(tr.model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                 task_type="CAUSAL_LM"))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5))
-    rng = random.Random(args.seed)
-    model.train()
-    t0, losses = time.time(), []
-    for step in range(args.steps):
-        loss = model(**batch_tensors(tr, rng.sample(train, args.batch))).loss
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(round(loss.item(), 4))
-        if step % 10 == 0 or step == args.steps - 1:
-            print(f"  step {step + 1}/{args.steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)", flush=True)
+    tr.model = model
+    t0 = time.time()
+    losses = train_text_lora(tr, train, args.steps, args.batch, args.lr, seed=args.seed, bf16=False, progress=True)
     report["train_seconds"] = round(time.time() - t0, 1)
     report["losses"] = losses
-    tr.model = model.eval()
     print(f"{args.llm}: after {args.steps} L-LoRA steps on the corpus's text pairs", flush=True)
     report["l_lora"] = test_scores(tr, test, args.batch)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

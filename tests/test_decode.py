@@ -287,6 +287,67 @@ def test_cli_two_pass(ckpt, tmp_path, capsys):
     assert "--two-pass" in capsys.readouterr().err
 
 
+def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, capsys):
+    """`llast text-lora` trains a text adapter beside the L-LoRA on a corpus's sentence pairs; the new
+    checkpoint's two-pass text pass translates with it, its one pass is the original's, shipping keeps it."""
+    from llast.checkpoint import TEXT_ADAPTER
+
+    corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",))
+    out = tmp_path / "with_text"
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(out), "--data", str(corpus / "covost_v2.fr_en.train.tsv"),
+                 "--steps", "3", "--batch", "4", "--lr", "0.05"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    meta = json.loads((out / "text_lora" / "training.json").read_text())
+    assert meta["pairs"] == 12 and meta["steps"] == 3 and len(meta["losses"]) == 3
+    assert not (out / "trainer_state.pt").exists()
+    tr = load_model(out, dtype="float32")
+    assert tr.cfg.decode.two_pass and tr.model.llm.active_adapter == "default"
+    text_b = [p for n, p in tr.model.llm.named_parameters() if f"lora_B.{TEXT_ADAPTER}." in n]
+    assert text_b and any(p.abs().sum() > 0 for p in text_b)  # trained (peft starts lora_B at zero)
+    clips = _clips()
+    got = tr.translate(clips, src="fr", tgt="en", num_beams=1)
+    heard = tr.translate(clips, src="fr", tgt="en", task="transcribe", num_beams=1)
+    tr.model.llm.set_adapter(TEXT_ADAPTER)
+    by_hand = tr.text_translator().translate(heard, "fr", "en", tr.decode_config(num_beams=1))
+    tr.model.llm.set_adapter("default")
+    assert got == by_hand
+    without = load_model(ckpt, dtype="float32", two_pass=True).translate(clips, src="fr", tgt="en", num_beams=1)
+    assert got != without  # the text pass no longer runs the bare LLM
+    one_pass = load_model(ckpt, dtype="float32").translate(clips, src="fr", tgt="en", num_beams=1)
+    assert tr.translate(clips, src="fr", tgt="en", num_beams=1, two_pass=False) == one_pass
+    assert tr.model.llm.active_adapter == "default"
+    assert main(["export", "--ship", "--model", str(out), "--out", str(tmp_path / "shipped")]) == 0
+    assert (tmp_path / "shipped" / "text_lora" / "adapter_model.safetensors").is_file()
+    shipped = load_model(tmp_path / "shipped", dtype="float32")
+    assert TEXT_ADAPTER in shipped.model.llm.peft_config and shipped.cfg.decode.two_pass
+    # A merged export cannot switch its L-LoRA off: it decodes in one pass, and says so.
+    assert main(["export", "--model", str(out), "--out", str(tmp_path / "merged")]) == 0
+    assert "one pass" in capsys.readouterr().out
+    assert load_model(tmp_path / "merged", dtype="float32").translate(clips, src="fr", tgt="en", num_beams=1) == one_pass
+    # Bad requests are one clear line each, and the checkpoint itself is never overwritten.
+    capsys.readouterr()
+    assert main(["text-lora", "--model", str(out), "--out", str(out), "--steps", "1"]) == 1
+    assert "is the checkpoint itself" in capsys.readouterr().err
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "--noise", "2"]) == 1
+    assert "--noise" in capsys.readouterr().err
+
+
+def test_asr_noise_is_seeded_and_scaled_by_its_rate():
+    import random
+
+    from llast.llm_text import asr_noise
+
+    text = "Ich habe vollstes Vertrauen dass du die richtige Entscheidung triffst"
+    vocab = ["Ichor", "habt", "volle", "Vertrag", "dasselbe", "dir", "richtig", "Entschluss", "trifft"]
+    assert asr_noise(text, 0.0, random.Random(0), vocab) == text
+    noisy = [asr_noise(text, 1.0, random.Random(s), vocab) for s in range(20)]
+    assert noisy == [asr_noise(text, 1.0, random.Random(s), vocab) for s in range(20)]  # seeded
+    assert all(n != text for n in noisy)
+    assert any(set(n.split()) & set(vocab) for n in noisy)  # near-homophones come from the vocabulary
+    changed = lambda rate: sum(a != b for s in range(50) for a, b in zip(text.split(), asr_noise(text, rate, random.Random(s), vocab).split()))
+    assert changed(0.1) < changed(0.6)
+
+
 # ----------------------------------------------------------------------------- inference dtype
 
 

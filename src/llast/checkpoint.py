@@ -6,6 +6,8 @@
       adaptor.safetensors          adaptor weights
       encoder_lora/                peft adapter (adapter_config.json, adapter_model.safetensors), if S-LoRA
       llm_lora/                    peft adapter, if L-LoRA
+      text_lora/                   optional: a second LLM adapter for two-pass decoding's text pass
+                                   (`llast text-lora`; llast.llm_text.train_text_lora)
     merged exports (`llast export`) instead hold encoder/ and llm/ with the LoRA merged in.
 
 Every missing, unexpected or mis-shaped tensor is an error that names the keys (llast.model.check_weights;
@@ -171,16 +173,17 @@ def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = N
         raise CheckpointError(f"{config_file}: {e}") from None
 
 
-def _strict_load_lora(module, adapter_dir: Path) -> None:
+def _strict_load_lora(module, adapter_dir: Path, adapter_name: str = "default") -> None:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{adapter_dir}: adapter_model.safetensors missing")
     state = read_tensors(weights)
-    check_weights(state, get_peft_model_state_dict(module), f"{weights}: LoRA weights do not match the model built from config.yaml")
+    check_weights(state, get_peft_model_state_dict(module, adapter_name=adapter_name),
+                  f"{weights}: LoRA weights do not match the model built from config.yaml")
     try:
-        set_peft_model_state_dict(module, state)
+        set_peft_model_state_dict(module, state, adapter_name=adapter_name)
     except RuntimeError as e:
         raise CheckpointError(f"{weights}: {e}") from None
 
@@ -221,6 +224,64 @@ def load_weights(model, path: str | Path) -> None:
             )
         if has_lora:
             _strict_load_lora(module, adapter_dir)
+    if (path / "text_lora").is_dir():
+        load_text_lora(model.llm, path / "text_lora")
+
+
+TEXT_ADAPTER = "text"  # the peft adapter name of text_lora/ beside the L-LoRA ("default")
+
+
+def load_text_lora(llm, adapter_dir: Path) -> None:
+    """A checkpoint's text_lora/ as the LLM's second peft adapter, TEXT_ADAPTER, loaded strictly; the
+    L-LoRA stays the active adapter (decode's two-pass switches to TEXT_ADAPTER for its text pass)."""
+    import peft
+
+    if not hasattr(llm, "peft_config"):
+        raise CheckpointError(f"{adapter_dir}: a text adapter needs the LLM's LoRA (model.llm.lora.enabled) on")
+    try:
+        llm.add_adapter(TEXT_ADAPTER, peft.LoraConfig.from_pretrained(str(adapter_dir)))
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{adapter_dir}/adapter_config.json: {' '.join(str(e).split())}") from None
+    _strict_load_lora(llm, adapter_dir, TEXT_ADAPTER)
+
+
+def check_new_checkpoint_out(path: Path, out: Path) -> None:
+    """`out` may receive a new checkpoint made from checkpoint `path`: not `path` itself, and nothing but
+    an older llast checkpoint is overwritten (checked before any work, and again when writing)."""
+    if out.resolve() == Path(path).resolve():
+        raise CheckpointError(f"--out {out}: is the checkpoint itself; write the new checkpoint elsewhere")
+    if out.exists() and not (out / "llast.json").is_file():
+        raise CheckpointError(f"--out {out}: exists and is not a llast checkpoint; not overwriting it")
+
+
+def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict) -> Path:
+    """Checkpoint `path` (no trainer state) plus `llm`'s TEXT_ADAPTER as text_lora/, written atomically to
+    `out`, with decode.two_pass on in its config.yaml and `meta` (how the adapter was trained) in
+    text_lora/training.json."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    path, out = Path(path), Path(out)
+    cfg = read_checkpoint_config(path)
+    check_new_checkpoint_out(path, out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "text_lora"))
+    adapter = tmp / "text_lora"
+    adapter.mkdir()
+    llm.peft_config[TEXT_ADAPTER].save_pretrained(str(adapter))
+    state = get_peft_model_state_dict(llm, adapter_name=TEXT_ADAPTER)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(adapter / "adapter_model.safetensors"))
+    (adapter / "training.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    cfg.decode.two_pass = True
+    save_config(cfg, tmp / "config.yaml")
+    marker = json.loads((tmp / "llast.json").read_text())
+    marker["parts"] = [p for p in marker.get("parts", []) if p != "text_lora"] + ["text_lora"]
+    (tmp / "llast.json").write_text(json.dumps(marker))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 def load_checkpoint(path: str | Path, dtype: str | None = None):
@@ -262,7 +323,8 @@ def merge_lora_weights(model, parts: tuple[str, ...] = ("encoder", "llm")) -> No
 
 
 def export_merged(path: str | Path, out: str | Path) -> Path:
-    """Merge the LoRA weights into the base encoder and LLM; write a standalone checkpoint to `out`."""
+    """Merge the LoRA weights into the base encoder and LLM; write a standalone checkpoint to `out`. It
+    decodes in one pass (decode.two_pass off): two passes need the LLM without its L-LoRA."""
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
@@ -286,6 +348,7 @@ def export_merged(path: str | Path, out: str | Path) -> Path:
     merged.model.llm.name = "./llm"
     merged.model.encoder.lora.enabled = False
     merged.model.llm.lora.enabled = False
+    merged.decode.two_pass = False  # needs the LLM without its merged L-LoRA (and a text adapter is not merged)
     save_config(merged, tmp / "config.yaml")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": True, "parts": ["adaptor"]}))
     if out.exists():

@@ -435,6 +435,81 @@ def _run_export(args) -> int:
         return 0
     out = checkpoint.export_merged(args.model, args.out)
     print(f"wrote merged model to {out}")
+    if checkpoint.read_checkpoint_config(args.model).decode.two_pass:
+        print("note: it decodes in one pass; two-pass decoding needs the unmerged checkpoint")
+    return 0
+
+
+def _add_text_lora(sub) -> None:
+    p = sub.add_parser("text-lora", help="train a text adapter for two-pass decoding on sentence pairs (no audio)")
+    p.add_argument("--model", required=True, help="checkpoint directory (its LLM's L-LoRA must be on)")
+    p.add_argument("--out", required=True, help="new checkpoint: the model plus text_lora/, two-pass decoding on")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="CoVoST TSVs, JSONL manifests or MuST-C split folders whose translation pairs to learn "
+                        "(their texts; the clips are checked as for training; default: the checkpoint's data.train)")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--batch", type=int, default=8, help="sentence pairs per step")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="highest rate of speech-recognition-like errors put into the sources (0: clean text)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_text_lora(args) -> int:
+    import time
+
+    from llast.errors import ConfigError, DataError
+
+    for name, value, low in (("--steps", args.steps, 1), ("--batch", args.batch, 1)):
+        if value < low:
+            raise ConfigError(f"{name}: {value} is not allowed; expected at least {low}")
+    if not 0.0 <= args.noise <= 1.0:
+        raise ConfigError(f"--noise: {args.noise} is not allowed; expected a rate from 0 to 1")
+    if not args.lr > 0:
+        raise ConfigError(f"--lr: {args.lr} is not allowed; expected a positive learning rate")
+    from pathlib import Path
+
+    from llast.assets import resolve_checkpoint
+    from llast.checkpoint import TEXT_ADAPTER, check_new_checkpoint_out, load_checkpoint, save_text_lora
+    from llast.data import read_source
+    from llast.decode import Translator
+    from llast.evaluate import data_source
+    from llast.llm_text import train_text_lora
+    from llast.lora import peft_config
+
+    path = resolve_checkpoint(args.model)  # a folder, or a shipped model's name
+    check_new_checkpoint_out(path, Path(args.out))
+    model, cfg = load_checkpoint(path)
+    if not args.data and not cfg.data.train:
+        raise ConfigError(f"{args.model}: its config.yaml has no data.train; name the sentence pairs with --data")
+    if not hasattr(model.llm, "peft_config"):
+        raise ConfigError(f"{args.model}: its LLM has no LoRA (model.llm.lora.enabled is false); a text adapter "
+                          "sits beside the L-LoRA")
+    sources = [data_source(spec) for spec in args.data] if args.data else cfg.data.train
+    pairs = [(s.source_text, s.target_text, s.src_lang, s.tgt_lang) for src in sources for s in read_source(src)
+             if s.task == "translate" and s.source_text.strip() and s.target_text.strip()]
+    if not pairs:
+        raise DataError(f"{', '.join(str(s.path) for s in sources)}: no translation pairs with both texts to learn from")
+    llm = model.llm
+    if TEXT_ADAPTER in llm.peft_config:
+        llm.delete_adapter(TEXT_ADAPTER)  # retrained from scratch
+    llm.add_adapter(TEXT_ADAPTER, peft_config(cfg.model.llm.lora, is_llm=True))
+    llm.set_adapter(TEXT_ADAPTER)
+    for p in llm.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights train in fp32 over the bf16 frozen weights, as `llast train`
+    text = Translator(model, cfg).text_translator()
+    print(f"text adapter: {len(pairs)} sentence pairs, {args.steps} steps of {args.batch}, noise up to {args.noise}")
+    t0 = time.time()
+    losses = train_text_lora(text, pairs, args.steps, args.batch, args.lr, args.noise, args.seed,
+                             bf16=cfg.train.mixed_precision == "bf16", progress=True)
+    meta = {"from": str(args.model), "data": [str(s.path) for s in sources], "pairs": len(pairs), "steps": args.steps,
+            "batch": args.batch, "lr": args.lr, "noise": args.noise, "seed": args.seed,
+            "seconds": round(time.time() - t0, 1), "losses": losses}
+    out = save_text_lora(path, args.out, llm, meta)
+    tail = losses[-10:]
+    print(f"wrote {out} (text_lora/; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.3f}; "
+          "decode.two_pass on)")
     return 0
 
 
@@ -490,6 +565,7 @@ _COMMANDS = {
     "translate": (_add_translate, _run_translate),
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),
+    "text-lora": (_add_text_lora, _run_text_lora),
     "serve": (_add_serve, _run_serve),
 }
 

@@ -136,8 +136,9 @@ class Translator:
 
     def _two_pass(self, examples: list[Example], decode: DecodeConfig, progress: bool, on_batch) -> list[str]:
         """decode.two_pass: every example is transcribed (task=transcribe, one batched decode), then each
-        translate example's transcript is translated as text by the LLM with its L-LoRA switched off (the
-        LLM's own text translation, asked as the cascade baseline asks it: llast.llm_text)."""
+        translate example's transcript is translated as text by the LLM, asked as the cascade baseline asks
+        it (llast.llm_text): with the checkpoint's text adapter (text_lora/, `llast text-lora`) if it has
+        one, else with its L-LoRA switched off (the LLM's own text translation)."""
         llm = self.model.llm
         if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter"):
             from llast.errors import ConfigError
@@ -152,8 +153,7 @@ class Translator:
         for i, ex in enumerate(examples):
             if ex.task == "translate":
                 groups.setdefault((ex.src_lang, ex.tgt_lang), []).append(i)
-        off = llm.disable_adapter() if hasattr(llm, "disable_adapter") else contextlib.nullcontext()
-        with off:
+        with _text_pass_adapter(llm):
             for (src, tgt), idx in groups.items():
                 for i, t in zip(idx, text_llm.translate([texts[i] for i in idx], src, tgt, decode)):
                     out[i] = t
@@ -226,6 +226,26 @@ class Translator:
             return done[0] if single else done
         joined = [" ".join(s.text for s in segs if s.text) for segs in done]
         return joined[0] if single else joined
+
+
+@contextlib.contextmanager
+def _text_pass_adapter(llm):
+    """The LLM as two-pass decoding's text pass uses it: its text adapter active when it has one
+    (llast.checkpoint.TEXT_ADAPTER), else no adapter at all; the L-LoRA is active again afterwards."""
+    from llast.checkpoint import TEXT_ADAPTER
+
+    if TEXT_ADAPTER in getattr(llm, "peft_config", {}):
+        active = llm.active_adapter
+        llm.set_adapter(TEXT_ADAPTER)
+        try:
+            yield
+        finally:
+            llm.set_adapter(active)
+    elif hasattr(llm, "disable_adapter"):
+        with llm.disable_adapter():
+            yield
+    else:
+        yield
 
 
 def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True,

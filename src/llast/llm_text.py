@@ -12,6 +12,8 @@ deterministic (greedy or beam search, ``DecodeConfig``).
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from llast.config import DecodeConfig, PromptConfig
@@ -101,3 +103,113 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
         attention_mask[i, width - len(r) :] = 1
     return input_ids, attention_mask
+
+
+# Letters an ASR system confuses (voicing pairs, vowels): asr_noise's substitutions.
+_CONFUSABLE = {**{a: b for a, b in ("bp", "pb", "dt", "td", "gk", "kg", "fv", "vf", "sz", "zs", "mn", "nm", "lr", "rl",
+                                     "cq", "qc", "wv", "jy", "yj", "hx", "xh")},
+               **{v: "aeiouaeiou"[i + 1 : i + 5] for i, v in enumerate("aeiou")}}
+
+
+def asr_noise(text: str, rate: float, rng, vocab: list[str] | None = None) -> str:
+    """`text` with speech-recognition-like errors in about `rate` of its words: a letter swapped for a
+    confusable one, dropped or doubled; two words run together; a word replaced by another word of
+    `vocab` that starts with the same two letters (a near-homophone); a word dropped. rate=0 returns
+    `text` unchanged. Used to teach a text pass to translate imperfect transcripts."""
+    words = text.split()
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if rng.random() >= rate:
+            out.append(w)
+            i += 1
+            continue
+        kind = rng.random()
+        if kind < 0.4 and len(w) > 1:
+            k = rng.randrange(len(w))
+            c = w[k].lower()
+            edit = rng.random()
+            if edit < 0.6 and c in _CONFUSABLE:
+                w = w[:k] + rng.choice(_CONFUSABLE[c]) + w[k + 1 :]
+            elif edit < 0.8:
+                w = w[:k] + w[k + 1 :]
+            else:
+                w = w[:k] + w[k] + w[k:]
+            out.append(w)
+        elif kind < 0.55 and i + 1 < len(words):
+            out.append(w + words[i + 1].lower())
+            i += 1
+        elif kind < 0.85 and vocab:
+            near = [v for v in vocab if v[:2].lower() == w[:2].lower() and v != w]
+            out.append(rng.choice(near) if near else w)
+        elif kind >= 0.85:
+            pass  # dropped
+        else:
+            out.append(w)
+        i += 1
+    return " ".join(out)
+
+
+def text_batch(tr: TextTranslator, rows: list[tuple[str, str, str, str]]) -> dict[str, torch.Tensor]:
+    """Training tensors for (source, target, src, tgt) rows: right-padded (B, L) input ids, attention mask
+    and labels (IGNORE_INDEX on the prompt and padding; the loss is on the target and its end token)."""
+    from llast.model import IGNORE_INDEX
+
+    eos = tr.tokenizer.eos_token or ""
+    ids, labels = [], []
+    for src_text, tgt_text, src, tgt in rows:
+        p = tr.prompt_ids(src_text, src, tgt)
+        t = tr.tokenizer(tgt_text + eos, add_special_tokens=False)["input_ids"]
+        ids.append(p + t)
+        labels.append([IGNORE_INDEX] * len(p) + t)
+    width = max(map(len, ids))
+    pad = tr.tokenizer.pad_token_id
+    return {"input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in ids]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids]),
+            "labels": torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in labels])}
+
+
+def train_text_lora(tr: TextTranslator, pairs: list[tuple[str, str, str, str]], steps: int, batch: int = 8,
+                    lr: float = 5e-4, noise: float = 0.0, seed: int = 0, bf16: bool = True,
+                    progress: bool = False) -> list[float]:
+    """Train the LoRA adapter active on `tr.model` (a peft model) to translate (source, target, src, tgt)
+    `pairs`: AdamW, constant `lr` after a 5-step warmup, `batch` pairs drawn at random per step, bf16
+    autocast on CPUs and GPUs that support it. With `noise` > 0 each source gets asr_noise at a rate drawn
+    uniformly from [0, noise] (its near-homophones from the same language's sources), so the adapter
+    learns to translate imperfect transcripts. `bf16`: bf16 autocast (LoRA weights stay fp32), as
+    train.mixed_precision=bf16. Returns the loss of every step."""
+    import random
+
+    from tqdm import tqdm
+
+    if len(pairs) < batch:
+        from llast.errors import ConfigError
+
+        raise ConfigError(f"text LoRA: {len(pairs)} sentence pairs, fewer than one batch of {batch}")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    vocab: dict[str, list[str]] = {}
+    for s, _, src, _ in pairs:
+        vocab.setdefault(src, []).extend(s.split())
+    vocab = {k: sorted(set(v)) for k, v in vocab.items()}
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5))
+    losses = []
+    tr.model.train()
+    bar = tqdm(range(steps), desc="text LoRA", unit="step", disable=not progress, file=sys.stderr)
+    for _ in bar:
+        rows = [(asr_noise(s, rng.uniform(0, noise), rng, vocab[src]) if noise > 0 else s, t, src, tgt)
+                for s, t, src, tgt in rng.sample(pairs, batch)]
+        batch_t = {k: v.to(tr.device) for k, v in text_batch(tr, rows).items()}
+        with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = tr.model(**batch_t).loss
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 4))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    tr.model.eval()
+    return losses

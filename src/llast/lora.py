@@ -15,7 +15,8 @@ from torch import nn
 from llast.config import LoraConfig, ModelConfig
 
 
-def _peft_config(cfg: LoraConfig, is_llm: bool):
+def peft_config(cfg: LoraConfig, is_llm: bool):
+    """The peft LoraConfig of an S-LoRA (is_llm=False) or L-LoRA (is_llm=True) configured as `cfg`."""
     import peft
 
     target = cfg.target_modules
@@ -39,9 +40,9 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     import peft
 
     if cfg.encoder.lora.enabled and not hasattr(model.encoder, "peft_config"):
-        model.encoder = peft.get_peft_model(model.encoder, _peft_config(cfg.encoder.lora, is_llm=False))
+        model.encoder = peft.get_peft_model(model.encoder, peft_config(cfg.encoder.lora, is_llm=False))
     if cfg.llm.lora.enabled and not hasattr(model.llm, "peft_config"):
-        model.llm = peft.get_peft_model(model.llm, _peft_config(cfg.llm.lora, is_llm=True))
+        model.llm = peft.get_peft_model(model.llm, peft_config(cfg.llm.lora, is_llm=True))
     set_trainable(model, adaptor_only=False)
     return model
 
