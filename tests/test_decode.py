@@ -295,13 +295,13 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
     corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",))
     out = tmp_path / "with_text"
     assert main(["text-lora", "--model", str(ckpt), "--out", str(out), "--data", str(corpus / "covost_v2.fr_en.train.tsv"),
-                 "--steps", "3", "--batch", "4", "--lr", "0.05"]) == 0
+                 "--steps", "3", "--batch", "4", "--lr", "0.05", "decode.batch_size=3"]) == 0
     assert "wrote" in capsys.readouterr().out
     meta = json.loads((out / "text_lora" / "training.json").read_text())
     assert meta["pairs"] == 12 and meta["steps"] == 3 and len(meta["losses"]) == 3
     assert not (out / "trainer_state.pt").exists()
     tr = load_model(out, dtype="float32")
-    assert tr.cfg.decode.two_pass and tr.model.llm.active_adapter == "default"
+    assert tr.cfg.decode.two_pass and tr.cfg.decode.batch_size == 3 and tr.model.llm.active_adapter == "default"
     text_b = [p for n, p in tr.model.llm.named_parameters() if f"lora_B.{TEXT_ADAPTER}." in n]
     assert text_b and any(p.abs().sum() > 0 for p in text_b)  # trained (peft starts lora_B at zero)
     clips = _clips()
@@ -330,6 +330,11 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
     assert "is the checkpoint itself" in capsys.readouterr().err
     assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "--noise", "2"]) == 1
     assert "--noise" in capsys.readouterr().err
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "model.llm.lora.r=4"]) == 1
+    assert "only decode.* options" in capsys.readouterr().err
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "decode.num_beams=0"]) == 1
+    assert "num_beams" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_asr_noise_is_seeded_and_scaled_by_its_rate():

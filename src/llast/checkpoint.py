@@ -254,15 +254,29 @@ def check_new_checkpoint_out(path: Path, out: Path) -> None:
         raise CheckpointError(f"--out {out}: exists and is not a llast checkpoint; not overwriting it")
 
 
-def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict) -> Path:
+def text_lora_config(path: str | Path, decode_overrides: list[str] = ()) -> Config:
+    """The config.yaml of checkpoint `path` with a text adapter: decode.two_pass on, then
+    `decode_overrides` ("decode.num_beams=4"; other sections are the trained model's and stay)."""
+    from llast.config import apply_overrides
+    from llast.errors import ConfigError
+
+    for o in decode_overrides:
+        if not o.startswith("decode."):
+            raise ConfigError(f"{o}: only decode.* options can be changed here (the rest is the trained model)")
+    data = to_dict(read_checkpoint_config(path))
+    data["decode"]["two_pass"] = True
+    return from_dict(apply_overrides(data, list(decode_overrides)))
+
+
+def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict, decode_overrides: list[str] = ()) -> Path:
     """Checkpoint `path` (no trainer state) plus `llm`'s TEXT_ADAPTER as text_lora/, written atomically to
-    `out`, with decode.two_pass on in its config.yaml and `meta` (how the adapter was trained) in
+    `out`, its config.yaml as text_lora_config makes it, and `meta` (how the adapter was trained) in
     text_lora/training.json."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     path, out = Path(path), Path(out)
-    cfg = read_checkpoint_config(path)
+    cfg = text_lora_config(path, decode_overrides)
     check_new_checkpoint_out(path, out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -273,7 +287,6 @@ def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict) -> Path:
     state = get_peft_model_state_dict(llm, adapter_name=TEXT_ADAPTER)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(adapter / "adapter_model.safetensors"))
     (adapter / "training.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-    cfg.decode.two_pass = True
     save_config(cfg, tmp / "config.yaml")
     marker = json.loads((tmp / "llast.json").read_text())
     marker["parts"] = [p for p in marker.get("parts", []) if p != "text_lora"] + ["text_lora"]

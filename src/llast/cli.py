@@ -453,6 +453,7 @@ def _add_text_lora(sub) -> None:
     p.add_argument("--noise", type=float, default=0.0,
                    help="highest rate of speech-recognition-like errors put into the sources (0: clean text)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="dotted decode options of the new checkpoint, e.g. decode.num_beams=4")
 
 
 def _run_text_lora(args) -> int:
@@ -470,7 +471,7 @@ def _run_text_lora(args) -> int:
     from pathlib import Path
 
     from llast.assets import resolve_checkpoint
-    from llast.checkpoint import TEXT_ADAPTER, check_new_checkpoint_out, load_checkpoint, save_text_lora
+    from llast.checkpoint import TEXT_ADAPTER, check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
     from llast.data import read_source
     from llast.decode import Translator
     from llast.evaluate import data_source
@@ -479,6 +480,7 @@ def _run_text_lora(args) -> int:
 
     path = resolve_checkpoint(args.model)  # a folder, or a shipped model's name
     check_new_checkpoint_out(path, Path(args.out))
+    text_lora_config(path, args.overrides)  # a bad option fails before training, not after
     model, cfg = load_checkpoint(path)
     if not args.data and not cfg.data.train:
         raise ConfigError(f"{args.model}: its config.yaml has no data.train; name the sentence pairs with --data")
@@ -506,7 +508,7 @@ def _run_text_lora(args) -> int:
     meta = {"from": str(args.model), "data": [str(s.path) for s in sources], "pairs": len(pairs), "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "noise": args.noise, "seed": args.seed,
             "seconds": round(time.time() - t0, 1), "losses": losses}
-    out = save_text_lora(path, args.out, llm, meta)
+    out = save_text_lora(path, args.out, llm, meta, args.overrides)
     tail = losses[-10:]
     print(f"wrote {out} (text_lora/; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.3f}; "
           "decode.two_pass on)")
