@@ -38,7 +38,7 @@ model: setup
 	$(LLAST) train configs/mini-chars.yaml
 	$(LLAST) train configs/mini-chars-slora.yaml
 	$(LLAST) train configs/mini-chars-dual.yaml
-	$(LLAST) text-lora --model runs/mini-chars-dual/final --out runs/mini-chars-text --steps 120 \
+	$(LLAST) text-lora --model runs/mini-chars-dual/final --out runs/mini-chars-text --steps 120 --set decode.num_beams=4 --set decode.max_new_tokens=64 \
 	  --data data/synth4/covost_v2.de_en.train.tsv data/synth4/covost_v2.fr_en.train.tsv \
 	         data/synth4/covost_v2.es_en.train.tsv data/synth4/covost_v2.it_en.train.tsv
 	$(LLAST) export --ship --model runs/mini-chars-text --out src/llast/shipped/llast-mini

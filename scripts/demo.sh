@@ -4,7 +4,7 @@
 #   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-chars.yaml,
 #     mini-chars-slora.yaml, then mini-chars-dual.yaml; docs/quality.md) on held-out test clips: sentences
 #     AND voices never trained on; it translates in two passes (decode.two_pass: it transcribes, then Qwen
-#     without its L-LoRA translates the transcript), its default;
+#     with its text adapter, `llast text-lora`, translates the transcript), its default (greedy here);
 #   - a short LLaST-mini training run of its own (configs/mini.yaml, SmolLM2-135M, a few minutes);
 #   - beside them: the untrained model, Whisper base's own translate task, the cascade (Whisper base
 #     transcribes, Qwen translates the transcript) and Qwen's text ceiling (it translates the gold source);

@@ -295,7 +295,7 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
     corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",))
     out = tmp_path / "with_text"
     assert main(["text-lora", "--model", str(ckpt), "--out", str(out), "--data", str(corpus / "covost_v2.fr_en.train.tsv"),
-                 "--steps", "3", "--batch", "4", "--lr", "0.05", "decode.batch_size=3"]) == 0
+                 "--steps", "3", "--batch", "4", "--lr", "0.05", "--set", "decode.batch_size=3"]) == 0
     assert "wrote" in capsys.readouterr().out
     meta = json.loads((out / "text_lora" / "training.json").read_text())
     assert meta["pairs"] == 12 and meta["steps"] == 3 and len(meta["losses"]) == 3
@@ -330,9 +330,9 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
     assert "is the checkpoint itself" in capsys.readouterr().err
     assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "--noise", "2"]) == 1
     assert "--noise" in capsys.readouterr().err
-    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "model.llm.lora.r=4"]) == 1
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "--set", "model.llm.lora.r=4"]) == 1
     assert "only decode.* options" in capsys.readouterr().err
-    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "decode.num_beams=0"]) == 1
+    assert main(["text-lora", "--model", str(ckpt), "--out", str(tmp_path / "x"), "--set", "decode.num_beams=0"]) == 1
     assert "num_beams" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

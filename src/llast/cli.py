@@ -169,8 +169,9 @@ def _add_decode_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None)
     p.add_argument("--two-pass", action=argparse.BooleanOptionalAction, default=None,
-                   help="translate in two passes: transcribe, then the LLM (without L-LoRA) translates the "
-                        "transcript (default: the checkpoint's decode.two_pass; llast-mini: on)")
+                   help="translate in two passes: transcribe, then the LLM translates the transcript (with the "
+                        "checkpoint's text adapter, else without L-LoRA; default: the checkpoint's decode.two_pass; "
+                        "llast-mini: on)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
 
@@ -453,7 +454,8 @@ def _add_text_lora(sub) -> None:
     p.add_argument("--noise", type=float, default=0.0,
                    help="highest rate of speech-recognition-like errors put into the sources (0: clean text)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("overrides", nargs="*", help="dotted decode options of the new checkpoint, e.g. decode.num_beams=4")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="decode.KEY=VALUE",
+                   help="a decode option of the new checkpoint, e.g. --set decode.num_beams=4 (repeatable)")
 
 
 def _run_text_lora(args) -> int:

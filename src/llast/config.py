@@ -199,7 +199,8 @@ class DecodeConfig:
     # Beam search after the shared prefill: "llast" (llast.beam: same outputs, less work) or "transformers".
     beam_search: str = "llast"
     # Translate in two passes: the model transcribes the speech (its ASR task, learnt from ASR-augmented
-    # training), then its LLM, without L-LoRA, translates that transcript as text (llast.llm_text). Slower
+    # training), then its LLM translates that transcript as text (llast.llm_text), with the checkpoint's text
+    # adapter (text_lora/, `llast text-lora`) if it has one, else without L-LoRA. Slower
     # (two decodes) and needs the L-LoRA unmerged; better where the LLM translates text better than the
     # speech model translates speech (llast-mini: docs/quality.md). task=transcribe is one pass either way.
     two_pass: bool = False
