@@ -337,6 +337,17 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
     assert not (tmp_path / "x").exists()
 
 
+def test_train_text_adapter_from_python_leaves_the_l_lora_active(ckpt):
+    from llast.checkpoint import TEXT_ADAPTER, load_checkpoint
+    from llast.llm_text import train_text_adapter
+
+    model, cfg = load_checkpoint(ckpt)
+    words = " ".join(tiny._WORDS[:3])
+    losses = train_text_adapter(model, cfg, [(words, words, "fr", "en")] * 8, steps=2, batch=4, lr=0.05)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert TEXT_ADAPTER in model.llm.peft_config and model.llm.active_adapter == "default"
+
+
 def test_asr_noise_is_seeded_and_scaled_by_its_rate():
     import random
 

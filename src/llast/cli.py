@@ -473,12 +473,10 @@ def _run_text_lora(args) -> int:
     from pathlib import Path
 
     from llast.assets import resolve_checkpoint
-    from llast.checkpoint import TEXT_ADAPTER, check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
+    from llast.checkpoint import check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
     from llast.data import read_source
-    from llast.decode import Translator
     from llast.evaluate import data_source
-    from llast.llm_text import train_text_lora
-    from llast.lora import peft_config
+    from llast.llm_text import train_text_adapter
 
     path = resolve_checkpoint(args.model)  # a folder, or a shipped model's name
     check_new_checkpoint_out(path, Path(args.out))
@@ -494,23 +492,13 @@ def _run_text_lora(args) -> int:
              if s.task == "translate" and s.source_text.strip() and s.target_text.strip()]
     if not pairs:
         raise DataError(f"{', '.join(str(s.path) for s in sources)}: no translation pairs with both texts to learn from")
-    llm = model.llm
-    if TEXT_ADAPTER in llm.peft_config:
-        llm.delete_adapter(TEXT_ADAPTER)  # retrained from scratch
-    llm.add_adapter(TEXT_ADAPTER, peft_config(cfg.model.llm.lora, is_llm=True))
-    llm.set_adapter(TEXT_ADAPTER)
-    for p in llm.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()  # LoRA weights train in fp32 over the bf16 frozen weights, as `llast train`
-    text = Translator(model, cfg).text_translator()
     print(f"text adapter: {len(pairs)} sentence pairs, {args.steps} steps of {args.batch}, noise up to {args.noise}")
     t0 = time.time()
-    losses = train_text_lora(text, pairs, args.steps, args.batch, args.lr, args.noise, args.seed,
-                             bf16=cfg.train.mixed_precision == "bf16", progress=True)
+    losses = train_text_adapter(model, cfg, pairs, args.steps, args.batch, args.lr, args.noise, args.seed, progress=True)
     meta = {"from": str(args.model), "data": [str(s.path) for s in sources], "pairs": len(pairs), "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "noise": args.noise, "seed": args.seed,
             "seconds": round(time.time() - t0, 1), "losses": losses}
-    out = save_text_lora(path, args.out, llm, meta, args.overrides)
+    out = save_text_lora(path, args.out, model.llm, meta, args.overrides)
     tail = losses[-10:]
     print(f"wrote {out} (text_lora/; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.3f}; "
           "decode.two_pass on)")

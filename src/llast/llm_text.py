@@ -213,3 +213,35 @@ def train_text_lora(tr: TextTranslator, pairs: list[tuple[str, str, str, str]], 
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     tr.model.eval()
     return losses
+
+
+def train_text_adapter(model, cfg, pairs: list[tuple[str, str, str, str]], steps: int, batch: int = 8,
+                       lr: float = 5e-4, noise: float = 0.0, seed: int = 0, progress: bool = False) -> list[float]:
+    """Give LLaST `model` (built from Config `cfg`, its L-LoRA on) a fresh text adapter for two-pass decoding
+    (llast.checkpoint.TEXT_ADAPTER, configured as the L-LoRA) and train it on (source, target, src, tgt)
+    `pairs` with train_text_lora, in bf16 autocast when cfg.train.mixed_precision is bf16. The L-LoRA is the
+    active adapter again afterwards. Returns the loss of every step (`llast text-lora`; save the result
+    with llast.checkpoint.save_text_lora)."""
+    from llast.checkpoint import TEXT_ADAPTER
+    from llast.decode import Translator
+    from llast.lora import peft_config
+
+    llm = model.llm
+    if not hasattr(llm, "peft_config"):
+        from llast.errors import ConfigError
+
+        raise ConfigError("text adapter: the LLM has no LoRA (model.llm.lora.enabled is false); it sits beside the L-LoRA")
+    active = llm.active_adapter
+    if TEXT_ADAPTER in llm.peft_config:
+        llm.delete_adapter(TEXT_ADAPTER)  # retrained from scratch
+    llm.add_adapter(TEXT_ADAPTER, peft_config(cfg.model.llm.lora, is_llm=True))
+    llm.set_adapter(TEXT_ADAPTER)
+    for p in llm.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights train in fp32 over the bf16 frozen weights, as `llast train`
+    try:
+        text = Translator(model, cfg).text_translator()
+        return train_text_lora(text, pairs, steps, batch, lr, noise, seed, bf16=cfg.train.mixed_precision == "bf16",
+                               progress=progress)
+    finally:
+        llm.set_adapter(active)
