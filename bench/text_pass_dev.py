@@ -18,14 +18,14 @@ from peft import LoraConfig, get_peft_model
 from llast.config import DecodeConfig, PromptConfig
 from llast.data import read_covost
 from llast.evaluate import score
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator, asr_noise, text_batch
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator, asr_noise, near_homophones, text_batch
 
 noise, steps, out = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 evals = [int(x) for x in sys.argv[4].split(",")] if len(sys.argv) > 4 else [steps]
 dirs = ["de_en", "fr_en", "es_en", "it_en"]
 C = Path("data/synth4")
 train = {d: [(s.source_text, s.target_text) for s in read_covost(C / f"covost_v2.{d}.train.tsv")] for d in dirs}
-vocab = {d: sorted({w for s, _ in rows for w in s.split()}) for d, rows in train.items()}
+vocab = {d: near_homophones(w for s, _ in rows for w in s.split()) for d, rows in train.items()}
 dev = {}
 for d in dirs:
     a, b = d.split("_")

@@ -351,16 +351,17 @@ def test_train_text_adapter_from_python_leaves_the_l_lora_active(ckpt):
 def test_asr_noise_is_seeded_and_scaled_by_its_rate():
     import random
 
-    from llast.llm_text import asr_noise
+    from llast.llm_text import asr_noise, near_homophones
 
     text = "Ich habe vollstes Vertrauen dass du die richtige Entscheidung triffst"
     vocab = ["Ichor", "habt", "volle", "Vertrag", "dasselbe", "dir", "richtig", "Entschluss", "trifft"]
-    assert asr_noise(text, 0.0, random.Random(0), vocab) == text
-    noisy = [asr_noise(text, 1.0, random.Random(s), vocab) for s in range(20)]
-    assert noisy == [asr_noise(text, 1.0, random.Random(s), vocab) for s in range(20)]  # seeded
+    near = near_homophones(vocab)
+    assert asr_noise(text, 0.0, random.Random(0), near) == text
+    noisy = [asr_noise(text, 1.0, random.Random(s), near) for s in range(20)]
+    assert noisy == [asr_noise(text, 1.0, random.Random(s), near) for s in range(20)]  # seeded
     assert all(n != text for n in noisy)
     assert any(set(n.split()) & set(vocab) for n in noisy)  # near-homophones come from the vocabulary
-    changed = lambda rate: sum(a != b for s in range(50) for a, b in zip(text.split(), asr_noise(text, rate, random.Random(s), vocab).split()))
+    changed = lambda rate: sum(a != b for s in range(50) for a, b in zip(text.split(), asr_noise(text, rate, random.Random(s), near).split()))
     assert changed(0.1) < changed(0.6)
 
 

@@ -111,11 +111,19 @@ _CONFUSABLE = {**{a: b for a, b in ("bp", "pb", "dt", "td", "gk", "kg", "fv", "v
                **{v: "aeiouaeiou"[i + 1 : i + 5] for i, v in enumerate("aeiou")}}
 
 
-def asr_noise(text: str, rate: float, rng, vocab: list[str] | None = None) -> str:
+def near_homophones(words) -> dict[str, list[str]]:
+    """`words` indexed by their first two letters, lower-cased: asr_noise's near-homophones (built once)."""
+    index: dict[str, list[str]] = {}
+    for w in sorted(set(words)):
+        index.setdefault(w[:2].lower(), []).append(w)
+    return index
+
+
+def asr_noise(text: str, rate: float, rng, near: dict[str, list[str]] | None = None) -> str:
     """`text` with speech-recognition-like errors in about `rate` of its words: a letter swapped for a
-    confusable one, dropped or doubled; two words run together; a word replaced by another word of
-    `vocab` that starts with the same two letters (a near-homophone); a word dropped. rate=0 returns
-    `text` unchanged. Used to teach a text pass to translate imperfect transcripts."""
+    confusable one, dropped or doubled; two words run together; a word replaced by another word that
+    starts with the same two letters (a near-homophone, from `near` = near_homophones(vocabulary)); a word
+    dropped. rate=0 returns `text` unchanged. Used to teach a text pass to translate imperfect transcripts."""
     words = text.split()
     out: list[str] = []
     i = 0
@@ -140,9 +148,9 @@ def asr_noise(text: str, rate: float, rng, vocab: list[str] | None = None) -> st
         elif kind < 0.55 and i + 1 < len(words):
             out.append(w + words[i + 1].lower())
             i += 1
-        elif kind < 0.85 and vocab:
-            near = [v for v in vocab if v[:2].lower() == w[:2].lower() and v != w]
-            out.append(rng.choice(near) if near else w)
+        elif kind < 0.85 and near:
+            others = [v for v in near.get(w[:2].lower(), ()) if v != w]
+            out.append(rng.choice(others) if others else w)
         elif kind >= 0.85:
             pass  # dropped
         else:
@@ -174,8 +182,7 @@ def train_text_lora(tr: TextTranslator, pairs: list[tuple[str, str, str, str]], 
                     lr: float = 5e-4, noise: float = 0.0, seed: int = 0, bf16: bool = True,
                     progress: bool = False) -> list[float]:
     """Train the LoRA adapter active on `tr.model` (a peft model) to translate (source, target, src, tgt)
-    `pairs`: AdamW, constant `lr` after a 5-step warmup, `batch` pairs drawn at random per step, bf16
-    autocast on CPUs and GPUs that support it. With `noise` > 0 each source gets asr_noise at a rate drawn
+    `pairs`: AdamW, constant `lr` after a 5-step warmup, `batch` pairs drawn at random per step. With `noise` > 0 each source gets asr_noise at a rate drawn
     uniformly from [0, noise] (its near-homophones from the same language's sources), so the adapter
     learns to translate imperfect transcripts. `bf16`: bf16 autocast (LoRA weights stay fp32), as
     train.mixed_precision=bf16. Returns the loss of every step."""
@@ -189,10 +196,10 @@ def train_text_lora(tr: TextTranslator, pairs: list[tuple[str, str, str, str]], 
         raise ConfigError(f"text LoRA: {len(pairs)} sentence pairs, fewer than one batch of {batch}")
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    vocab: dict[str, list[str]] = {}
+    words: dict[str, list[str]] = {}
     for s, _, src, _ in pairs:
-        vocab.setdefault(src, []).extend(s.split())
-    vocab = {k: sorted(set(v)) for k, v in vocab.items()}
+        words.setdefault(src, []).extend(s.split())
+    near = {src: near_homophones(w) for src, w in words.items()}
     params = [p for p in tr.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5))
@@ -200,7 +207,7 @@ def train_text_lora(tr: TextTranslator, pairs: list[tuple[str, str, str, str]], 
     tr.model.train()
     bar = tqdm(range(steps), desc="text LoRA", unit="step", disable=not progress, file=sys.stderr)
     for _ in bar:
-        rows = [(asr_noise(s, rng.uniform(0, noise), rng, vocab[src]) if noise > 0 else s, t, src, tgt)
+        rows = [(asr_noise(s, rng.uniform(0, noise), rng, near[src]) if noise > 0 else s, t, src, tgt)
                 for s, t, src, tgt in rng.sample(pairs, batch)]
         batch_t = {k: v.to(tr.device) for k, v in text_batch(tr, rows).items()}
         with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=bf16):
