@@ -184,3 +184,34 @@ def test_ctc_stage_adapts_the_encoder_with_slora_and_hands_both_on(setup):
     # ... and refuses to drop the adapted encoder silently.
     with pytest.raises(CheckpointError, match="S-LoRA is off"):
         train(load_config(y, NO_SLORA + [f"train.init_from={final}"]), progress=False)
+
+
+def test_init_llm_lora_continues_a_finished_run_on_new_data(setup):
+    """train.init_llm_lora (llast-mini's stage 2b): a new run starts from a finished LM run's adaptor AND its
+    L-LoRA; without it the L-LoRA starts fresh; it is refused without init_from or without an L-LoRA."""
+    make, root = setup
+    y, _ = make("lm_first", max_steps=3)
+    first = train(load_config(y, NO_SLORA + ["train.lr=1e-2"]), progress=False)
+    trained = load_file(str(first / "llm_lora" / "adapter_model.safetensors"))
+    assert any(float(v.abs().sum()) > 0 for k, v in trained.items() if "lora_B" in k)
+    y, _ = make("lm_more", max_steps=1)
+    more = train(load_config(y, NO_SLORA + [f"train.init_from={first}", "train.init_llm_lora=true", "train.lr=1e-12"]),
+                 progress=False)
+    got = load_file(str(more / "llm_lora" / "adapter_model.safetensors"))
+    assert set(got) == set(trained) and all(torch.allclose(got[k], trained[k], atol=1e-6) for k in got)
+    y, _ = make("lm_fresh", max_steps=1)
+    fresh = load_file(str(train(load_config(y, NO_SLORA + [f"train.init_from={first}", "train.lr=1e-12"]),
+                                progress=False) / "llm_lora" / "adapter_model.safetensors"))
+    assert all(float(v.abs().max()) < 1e-6 for k, v in fresh.items() if "lora_B" in k)  # fresh B = 0
+    with pytest.raises(ConfigError, match="init_from"):
+        load_config(y, NO_SLORA + ["train.init_llm_lora=true"])
+    with pytest.raises(ConfigError, match="LoRA is off"):
+        load_config(y, NO_SLORA + [f"train.init_from={first}", "train.init_llm_lora=true", "model.llm.lora.enabled=false"])
+    # A checkpoint without llm_lora/ (e.g. an adaptor-only folder) is named.
+    import shutil
+
+    bare = root / "bare"
+    shutil.copytree(first, bare)
+    shutil.rmtree(bare / "llm_lora")
+    with pytest.raises(CheckpointError, match="no llm_lora"):
+        train(load_config(y, NO_SLORA + [f"train.init_from={bare}", "train.init_llm_lora=true"]), progress=False)

@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 
 import pytest
@@ -119,3 +120,28 @@ def test_test_voices_are_never_training_voices(corpus):
     assert not set(synth.VARIANTS["train"]) & (set(synth.VARIANTS["test"]) | set(synth.VARIANTS["dev"]))
     speakers = {split: {r[3].split("+")[1] for t in out.glob(f"*.{split}.tsv") for r in rows(t)[1:]} for split in synth.SPLITS}
     assert speakers["test"] <= set(synth.VARIANTS["test"]) and speakers["train"] <= set(synth.VARIANTS["train"])
+
+
+def test_exclude_keeps_another_corpus_dev_and_test_out(corpus, tmp_path):
+    """`synth --exclude`: a second, larger training corpus never holds the first corpus's dev or test
+    sentences (either side), through the CLI; the exclusion is part of the corpus's parameters."""
+    from llast.cli import main
+
+    out, _ = corpus
+    held = [out / f"covost_v2.{d}.{s}.tsv" for d in ("de_en", "fr_en") for s in ("dev", "test")]
+    banned = synth.excluded_sentences(held)
+    assert len(banned) >= 2 * 4 * 2  # source and target of each held-out row
+    big = tmp_path / "big"
+    args = ["data", "synth", "--out", str(big), "--directions", "de-en,fr-en", "--train", "12", "--dev", "0",
+            "--test", "0", "--seed", "7", "--splits", "train", "--exclude", *map(str, held)]
+    assert main(args) == 0
+    for d in ("de_en", "fr_en"):
+        train_rows = rows(big / f"covost_v2.{d}.train.tsv")[1:]
+        assert len(train_rows) == 12
+        assert not {synth.normalise(x) for r in train_rows for x in r[1:3]} & banned
+    # Without --exclude the same seed does use held-out sentences: the option is what keeps them out.
+    free = synth.split_pairs(["de", "fr"], {"train": 12, "dev": 0, "test": 0}, seed=7, synthetic=True)
+    assert {synth.normalise(x) for lang in free.values() for p in lang["train"] for x in p} & banned
+    assert "exclude" in json.loads((big / "synth.json").read_text())["params"]
+    with pytest.raises(DataError, match="missing.tsv: file not found"):
+        synth.excluded_sentences([tmp_path / "missing.tsv"])

@@ -188,9 +188,10 @@ def _strict_load_lora(module, adapter_dir: Path, adapter_name: str = "default") 
         raise CheckpointError(f"{weights}: {e}") from None
 
 
-def load_adaptor(model, path: str | Path) -> None:
+def load_adaptor(model, path: str | Path, llm_lora: bool = False) -> None:
     """The adaptor weights of checkpoint `path`, strictly (train.init_from), and its encoder LoRA when it
-    has one and the model's S-LoRA is on (a CTC stage that adapted the encoder). The LLM LoRA starts fresh."""
+    has one and the model's S-LoRA is on (a CTC stage that adapted the encoder). The LLM LoRA starts fresh
+    unless `llm_lora` (train.init_llm_lora): then it is read from `path`'s llm_lora/, strictly."""
     adaptor_file = Path(path) / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
@@ -202,6 +203,12 @@ def load_adaptor(model, path: str | Path) -> None:
             raise CheckpointError(f"{path}: its adaptor was trained on an adapted encoder (encoder_lora/), but this "
                                   "config's S-LoRA is off; set model.encoder.lora.enabled=true to start from both")
         _strict_load_lora(model.encoder, Path(path) / "encoder_lora")
+    if llm_lora:
+        if not hasattr(model.llm, "peft_config"):
+            raise CheckpointError(f"{path}: train.init_llm_lora needs the LLM's LoRA on (model.llm.lora.enabled=true)")
+        if not (Path(path) / "llm_lora").is_dir():
+            raise CheckpointError(f"{path}: train.init_llm_lora is set but this checkpoint has no llm_lora/")
+        _strict_load_lora(model.llm, Path(path) / "llm_lora")
 
 
 def load_weights(model, path: str | Path) -> None:

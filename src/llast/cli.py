@@ -47,6 +47,8 @@ def _add_data(sub) -> None:
                    help="human sentence pairs only (default: Apertium-made fr/es/it sources fill the train split)")
     s.add_argument("--splits", default="train,dev,test",
                    help="which splits to render (default all); e.g. test rebuilds a corpus's test split alone, exactly")
+    s.add_argument("--exclude", nargs="+", default=[], metavar="TSV",
+                   help="CoVoST TSVs whose sentences this corpus never uses (e.g. another corpus's dev and test)")
     s.add_argument("--workers", type=int, default=2)
     c = dsub.add_parser("prepare", help="convert corpus audio to 16 kHz WAV (resumable, parallel)")
     c.add_argument("corpus", choices=["covost"])
@@ -71,6 +73,7 @@ def _run_data(args) -> int:
             reverb=args.reverb,
             synthetic=args.synthetic,
             splits=tuple(x.strip() for x in args.splits.split(",") if x.strip()),
+            exclude=args.exclude,
             workers=args.workers,
         )
         return 0

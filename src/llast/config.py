@@ -181,8 +181,12 @@ class TrainConfig:
     # are few and each is heard thousands of times: they read unseen sentences better than word pieces
     # (docs/quality.md, session 21); the frame rate must then exceed the letter rate (stack <= 2).
     ctc_units: str = "tokens"
-    # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/); LoRA starts fresh.
+    # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/), and its encoder LoRA
+    # when it has one; the LLM LoRA starts fresh unless init_llm_lora.
     init_from: str | None = None
+    # Also start the L-LoRA from init_from's llm_lora/ (continue a finished LLaST run on new data with a new
+    # schedule, e.g. llast-mini's stage 2b on more sentences); the optimizer and schedule start fresh.
+    init_llm_lora: bool = False
 
 
 @dataclass
@@ -464,6 +468,10 @@ def validate(cfg: Config) -> Config:
                 if getattr(src, lang) is not None:
                     check_language(getattr(src, lang), f"{where}.{lang}")
     check_decode(cfg.decode)
+    if cfg.train.init_llm_lora and not cfg.train.init_from:
+        raise ConfigError("train.init_llm_lora: set train.init_from to the checkpoint whose llm_lora/ to start from")
+    if cfg.train.init_llm_lora and not cfg.model.llm.lora.enabled:
+        raise ConfigError("train.init_llm_lora: the LLM's LoRA is off (model.llm.lora.enabled: false)")
     if cfg.model.encoder.input_length == "pad30" and cfg.model.encoder.max_seconds > 30:
         raise ConfigError("model.encoder.max_seconds: at most 30 with model.encoder.input_length: pad30")
     return cfg

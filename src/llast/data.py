@@ -79,7 +79,7 @@ def parse_covost_name(tsv_path: str | Path) -> tuple[str, str, str]:
     return m.group(1), m.group(2), m.group(3)
 
 
-def _read_tsv_rows(tsv_path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_tsv_rows(tsv_path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a tab-separated, unquoted file with a header line.
 
     Decodes line by line so a non-UTF-8 byte is reported with its line; backslash is the escape
@@ -167,7 +167,7 @@ def read_covost(
         src, tgt = src or name_src, tgt or name_tgt
     clips = Path(audio_dir) if audio_dir is not None else _default_clips_dir(tsv_path, src)
     samples = []
-    for lineno, row in _read_tsv_rows(tsv_path, COVOST_COLUMNS[:3]):
+    for lineno, row in read_tsv_rows(tsv_path, COVOST_COLUMNS[:3]):
         if limit is not None and len(samples) >= limit:
             break
         if not row["path"]:
@@ -546,7 +546,7 @@ def _prepare_jobs(tsv_paths: list[str | Path], clips_dir: Path, out_dir: Path, r
     (``same.mp3``, ``same.flac``) are a DataError before anything is converted."""
     names: dict[str, str] = {}  # clip name -> the TSV line that names it first (an ordered set)
     for tsv in tsv_paths:
-        for lineno, row in _read_tsv_rows(Path(tsv), ("path",)):
+        for lineno, row in read_tsv_rows(Path(tsv), ("path",)):
             names.setdefault(row["path"], f"{tsv}:{lineno}")
     owners: dict[Path, str] = {}
     jobs = []

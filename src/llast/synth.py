@@ -203,24 +203,28 @@ def _parse_direction(direction: str) -> tuple[str, str, str]:
 
 
 def split_pairs(
-    langs: list[str], sizes: dict[str, int], seed: int, synthetic: bool = False
+    langs: list[str], sizes: dict[str, int], seed: int, synthetic: bool = False,
+    exclude: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, list[tuple[str, str]]]]:
     """Pick sizes[split] (lang, en) pairs per language, each English sentence in one split for all languages.
 
     Pairs are ranked by a seeded hash of their English side; a sentence already placed by another
     language keeps its split. With `synthetic`, Apertium-made pairs (see `apertium_pairs`) fill the train
-    split after the human pairs; dev and test hold human translations only.
+    split after the human pairs; dev and test hold human translations only. `exclude`: normalised
+    sentences (either side) never used, e.g. another corpus's dev and test (see `excluded_sentences`).
     """
     placed: dict[str, str] = {}  # normalised English -> split
     out = {}
+    kept = lambda p: normalise(p[0]) not in exclude and normalise(p[1]) not in exclude  # noqa: E731
     for lang in sorted(langs):
-        human = language_pairs(lang)
+        all_human = language_pairs(lang)
+        human = [p for p in all_human if kept(p)]
         need = sum(sizes.values())
         made = []
         if synthetic and len(human) < need:
-            seen = {normalise(en) for _, en in human} | {normalise(xx) for xx, _ in human}
-            made = [p for p in language_pairs(lang, synthetic=True)[len(human):]
-                    if normalise(p[1]) not in seen and normalise(p[0]) not in seen]
+            seen = {normalise(en) for _, en in all_human} | {normalise(xx) for xx, _ in all_human}
+            made = [p for p in language_pairs(lang, synthetic=True)[len(all_human):]
+                    if normalise(p[1]) not in seen and normalise(p[0]) not in seen and kept(p)]
         if len(human) + len(made) < need or len(human) < sizes["dev"] + sizes["test"]:
             raise DataError(f"{lang}-en: only {len(human)} clean sentence pairs (+{len(made)} Apertium-made for "
                             f"training), {need} asked for (train+dev+test)")
@@ -242,6 +246,19 @@ def split_pairs(
             raise DataError(f"{lang}-en: too few sentence pairs left for split(s) {', '.join(short)} after deduplication")
         out[lang] = chosen
     return out
+
+
+def excluded_sentences(tsvs: list[str | Path]) -> frozenset[str]:
+    """The normalised source and target sentences of CoVoST-format TSVs (`synth --exclude`): a corpus whose
+    training set must not hold another corpus's dev or test sentences. A missing or malformed file is a
+    DataError naming it."""
+    from llast.data import read_tsv_rows
+
+    out: set[str] = set()
+    for tsv in tsvs:
+        for _, row in read_tsv_rows(Path(tsv), ("sentence", "translation")):
+            out.update(normalise(row[k]) for k in ("sentence", "translation") if row[k])
+    return frozenset(out)
 
 
 # ----------------------------------------------------------------------------- speech
@@ -351,12 +368,15 @@ def synthesize_corpus(
     reverb: float = 0.3,
     synthetic: bool = True,
     splits: tuple[str, ...] = SPLITS,
+    exclude: list[str | Path] = (),
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
     Deterministic for (directions, sizes, seed, noise); `workers` espeak-ng processes run in parallel.
     `splits`: render and list only these (the sentences, clip names and voices of a split do not depend
     on which splits are rendered, so e.g. a corpus's test split can be rebuilt alone, exactly).
+    `exclude`: CoVoST TSVs whose sentences (either side) this corpus never uses, e.g. a training corpus
+    larger than another one whose dev and test it must keep out (`excluded_sentences`).
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
@@ -378,6 +398,9 @@ def synthesize_corpus(
               "reverb": reverb, "synthetic": synthetic}
     if splits != SPLITS:
         params["splits"] = list(splits)
+    excluded = excluded_sentences(list(exclude))
+    if exclude:  # the sentences, not the file names, decide the corpus
+        params["exclude"] = hashlib.sha1("\n".join(sorted(excluded)).encode()).hexdigest()
     marker = out / "synth.json"
     done = _complete_corpus(out, parsed, splits, params)
     if done is not None:
@@ -386,7 +409,7 @@ def synthesize_corpus(
     if shutil.which("espeak-ng") is None:
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
 
-    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed, synthetic=synthetic)
+    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed, synthetic=synthetic, exclude=excluded)
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
 
