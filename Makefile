@@ -45,7 +45,7 @@ model: setup
 	$(LLAST) train configs/mini-chars-slora.yaml
 	$(LLAST) train configs/mini-chars-dual.yaml
 	$(LLAST) train configs/mini-chars-more.yaml
-	$(LLAST) text-lora --model runs/mini-chars-more/final --out runs/mini-chars-text --steps TEXT_STEPS --set decode.num_beams=4 --set decode.max_new_tokens=64 \
+	$(LLAST) text-lora --model runs/mini-chars-more/final --out runs/mini-chars-text --steps 360 --set decode.num_beams=4 --set decode.max_new_tokens=64 \
 	  --data $(SYNTH8_TRAIN)
 	$(LLAST) export --ship --model runs/mini-chars-text --out src/llast/shipped/llast-mini
 
