@@ -275,6 +275,24 @@ def test_two_pass_translates_the_models_own_transcript_with_the_llm_alone(ckpt, 
     assert tr.translate(clips[0], src="fr", task="transcribe", num_beams=1) == heard[0]
 
 
+def test_text_pass_beam_search_is_transformers_search_with_a_shared_prefill(ckpt):
+    """The text pass's beam search (llast.decode.generate_text_ids): prefilled once per sentence and continued
+    by llast.beam, through a peft-wrapped LLM; the same tokens as transformers' generate, batched or not."""
+    import dataclasses
+
+    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+
+    tr = load_model(ckpt, dtype="float32", two_pass=True)
+    prompt = dataclasses.replace(tr.cfg.model.prompt, system=TRANSLATION_ONLY)
+    text = TextTranslator(tr.model.llm, tr.tokenizer, prompt)
+    sentences = ["bonjour le monde", "un deux trois quatre cinq six", "oui", "", "le chat dort sur le lit"]
+    for beams, batch in ((3, 4), (2, 1)):
+        ours = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9))
+        theirs = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9,
+                                                                       beam_search="transformers"))
+        assert ours == theirs and ours[3] == "" and len(set(ours)) > 1
+
+
 def test_cli_two_pass(ckpt, tmp_path, capsys):
     clip = tmp_path / "a.wav"
     sf.write(clip, tiny.clip(1.1, 0, 200.0), 16000)

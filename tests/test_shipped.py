@@ -64,11 +64,10 @@ def test_shipped_name_resolves_and_names_missing_models(tiny_dirs, tmp_path, mon
 @pytest.mark.skipif(not (assets.SHIPPED["llast-mini"][0] / "llast.json").is_file(), reason="llast-mini not shipped yet")
 def test_llast_mini_hears_and_translates_through_the_cli(tmp_path):
     """The shipped model, by name, on two German clips of a test voice and sentences outside its training.
-    Its transcribe task hears them (on this project's VM, word for word: "Ich habe heute keine Zeit." and
+    Its transcribe task hears them (session 22's model, word for word: "Ich habe heute keine Zeit." and
     "Das Wetter ist heute sehr schön."); its translations are two different English sentences, not the
-    German echoed. Their content is not asserted: llast-mini translates German at 1.3 BLEU on the test
-    split (docs/quality.md); here it said "I have a feeling that it's a bit of a mess." and "That's a lot
-    of work."."""
+    German echoed. Their content is not asserted: llast-mini translates German at 6.9 BLEU on the test
+    split (docs/quality.md, session 24)."""
     import soundfile as sf
 
     from llast.synth import _clip_job, _render

@@ -23,6 +23,24 @@ NEG = -1.0e9  # transformers' "impossible" score
 
 
 @torch.no_grad()
+def prefill(llm, embeds: torch.Tensor, attention_mask: torch.Tensor):
+    """KV cache of each left-padded prompt but its last position, B rows, for `beam_search` to continue from.
+
+    embeds : (B, L, H) prompt embeddings; attention_mask : (B, L)
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=llm.config)
+    mask = attention_mask[:, :-1]
+    position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
+    # The decoder body only: the prefill is for the cache, its logits would be thrown away (and
+    # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
+    llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
+                      past_key_values=cache, use_cache=True)
+    return cache
+
+
+@torch.no_grad()
 def beam_search(
     llm,
     last_embeds: torch.Tensor,

@@ -66,6 +66,23 @@ def generate_ids(model, batch: dict, kwargs: dict, share_prefill: bool = True, b
     return model.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], past_key_values=cache, **kwargs)
 
 
+def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor, kwargs: dict,
+                      share_prefill: bool = True, beam_search: str = "llast") -> torch.Tensor:
+    """`generate_ids` for a text prompt to a causal LM alone (the two-pass text pass, llast.llm_text): token ids
+    of the continuation only, (B, new_tokens). With beam search the prompt is prefilled once per row and
+    llast.beam continues it, as for speech prompts; transformers' generate otherwise.
+
+    input_ids, attention_mask : (B, L) left-padded prompt
+    """
+    num_beams = kwargs.get("num_beams", 1)
+    own = beam.own_settings(llm, kwargs) if beam_search == "llast" and share_prefill else None
+    if num_beams == 1 or own is None or input_ids.shape[1] < 2:
+        return llm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, input_ids.shape[1]:]
+    embeds = llm.get_input_embeddings()(input_ids)  # (B, L, H)
+    cache = beam.prefill(llm, embeds, attention_mask)
+    return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, num_beams=num_beams, **own)
+
+
 def _check_array(audio, index: int) -> np.ndarray:
     """A waveform given as an array must already be 16 kHz mono: (S,) finite samples, >= MIN_SECONDS."""
     from llast.audio import check_length

@@ -72,7 +72,7 @@ class TextTranslator:
                   on_batch=None) -> list[str]:
         """Translations of `texts` (src -> tgt), in input order; `on_batch(n)` after each batch of n.
         An empty text (Whisper heard nothing) gets an empty translation without asking the LLM."""
-        from llast.decode import generate_kwargs
+        from llast.decode import generate_kwargs, generate_text_ids
 
         decode = decode or DecodeConfig()
         kwargs = generate_kwargs(decode, self.tokenizer)
@@ -84,9 +84,9 @@ class TextTranslator:
         for start in range(0, len(order), decode.batch_size):
             idx = order[start : start + decode.batch_size]
             input_ids, attention_mask = _left_pad([rows[i] for i in idx], self.tokenizer.pad_token_id)
-            ids = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                      **kwargs)  # (B, prompt + new)
-            new = self.tokenizer.batch_decode(ids[:, input_ids.shape[1] :], skip_special_tokens=True)
+            ids = generate_text_ids(self.model, input_ids.to(self.device), attention_mask.to(self.device), kwargs,
+                                    decode.share_prefill, decode.beam_search)  # (B, new)
+            new = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
             for i, t in zip(idx, new):
                 out[i] = t.strip()
             if on_batch is not None:

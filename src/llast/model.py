@@ -306,17 +306,10 @@ class LLaST(nn.Module):
     def prefill(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None):
         """(prompt embeddings (B, L, H), KV cache of all but the last position, B rows): the prompt run once
         per clip, for a beam search to continue from (llast.decode.generate_ids). Prompts are left padded."""
-        from transformers import DynamicCache
+        from llast.beam import prefill
 
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
-        cache = DynamicCache(config=self.llm.config)
-        mask = attention_mask[:, :-1]
-        position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them
-        # The decoder body only: the prefill is for the cache, its logits would be thrown away (and
-        # the LM head on a strided (B, 1, H) slice makes torch expand its weight B times on CPU).
-        self.llm.get_decoder()(inputs_embeds=embeds[:, :-1], attention_mask=mask, position_ids=position_ids,
-                               past_key_values=cache, use_cache=True)
-        return embeds, cache
+        return embeds, prefill(self.llm, embeds, attention_mask)
 
 
 def _lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
