@@ -291,6 +291,9 @@ def test_text_pass_beam_search_is_transformers_search_with_a_shared_prefill(ckpt
         theirs = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9,
                                                                        beam_search="transformers"))
         assert ours == theirs and ours[3] == "" and len(set(ours)) > 1
+        plain = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9,
+                                                                      share_prefill=False))
+        assert plain == ours  # transformers' generate on the token ids, no shared prefill
 
 
 def test_cli_two_pass(ckpt, tmp_path, capsys):

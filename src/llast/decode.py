@@ -59,28 +59,31 @@ def generate_ids(model, batch: dict, kwargs: dict, share_prefill: bool = True, b
     if num_beams == 1 or not share_prefill or batch["input_ids"].shape[1] < 2:
         return model.generate(**batch, **kwargs)
     embeds, cache = model.prefill(**batch)
-    own = beam.own_settings(model.llm, kwargs) if beam_search == "llast" else None
+    return _beams_from_prefill(model.llm, embeds, batch["attention_mask"], cache, kwargs, beam_search)
+
+
+def _beams_from_prefill(llm, embeds, attention_mask, cache, kwargs: dict, beam_search: str) -> torch.Tensor:
+    """Beam search continuing a shared prefill (llast.beam.prefill): llast.beam's, or transformers' when
+    beam_search says so or the settings ask for what llast.beam lacks. (B, new_tokens)"""
+    own = beam.own_settings(llm, kwargs) if beam_search == "llast" else None
     if own is not None:
-        return beam.beam_search(model.llm, embeds[:, -1:], batch["attention_mask"], cache, num_beams=num_beams, **own)
-    cache.batch_repeat_interleave(num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
-    return model.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], past_key_values=cache, **kwargs)
+        return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, num_beams=kwargs["num_beams"], **own)
+    cache.batch_repeat_interleave(kwargs["num_beams"])  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
+    return llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, past_key_values=cache, **kwargs)
 
 
 def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor, kwargs: dict,
                       share_prefill: bool = True, beam_search: str = "llast") -> torch.Tensor:
     """`generate_ids` for a text prompt to a causal LM alone (the two-pass text pass, llast.llm_text): token ids
     of the continuation only, (B, new_tokens). With beam search the prompt is prefilled once per row and
-    llast.beam continues it, as for speech prompts; transformers' generate otherwise.
+    continued as speech prompts are (`_beams_from_prefill`); greedy, or share_prefill off: transformers' generate.
 
     input_ids, attention_mask : (B, L) left-padded prompt
     """
-    num_beams = kwargs.get("num_beams", 1)
-    own = beam.own_settings(llm, kwargs) if beam_search == "llast" and share_prefill else None
-    if num_beams == 1 or own is None or input_ids.shape[1] < 2:
+    if kwargs.get("num_beams", 1) == 1 or not share_prefill or input_ids.shape[1] < 2:
         return llm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, input_ids.shape[1]:]
     embeds = llm.get_input_embeddings()(input_ids)  # (B, L, H)
-    cache = beam.prefill(llm, embeds, attention_mask)
-    return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, num_beams=num_beams, **own)
+    return _beams_from_prefill(llm, embeds, attention_mask, beam.prefill(llm, embeds, attention_mask), kwargs, beam_search)
 
 
 def _check_array(audio, index: int) -> np.ndarray:
