@@ -286,7 +286,7 @@ def test_text_pass_beam_search_is_transformers_search_with_a_shared_prefill(ckpt
     prompt = dataclasses.replace(tr.cfg.model.prompt, system=TRANSLATION_ONLY)
     text = TextTranslator(tr.model.llm, tr.tokenizer, prompt)
     sentences = ["bonjour le monde", "un deux trois quatre cinq six", "oui", "", "le chat dort sur le lit"]
-    for beams, batch in ((3, 4), (2, 1)):
+    for beams, batch in ((3, 4), (2, 1), (1, 4)):  # 1: greedy, run by llast.beam as one beam
         ours = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9))
         theirs = text.translate(sentences, "fr", "en", tr.decode_config(num_beams=beams, batch_size=batch, max_new_tokens=9,
                                                                        beam_search="transformers"))

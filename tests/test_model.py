@@ -344,10 +344,12 @@ def test_hub_ids_load_through_the_hf_cache(tiny_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("llm", ["llama", "gemma3", "qwen2"])
-@pytest.mark.parametrize("beams,max_new,lp,min_new", [(4, 8, 1.0, 0), (3, 12, 0.6, 0), (2, 10, 2.0, 3), (5, 3, 1.0, 0)])
+@pytest.mark.parametrize("beams,max_new,lp,min_new", [(4, 8, 1.0, 0), (3, 12, 0.6, 0), (2, 10, 2.0, 3), (5, 3, 1.0, 0),
+                                                     (1, 10, 1.0, 0), (1, 9, 1.0, 3)])  # 1: greedy as one beam
 def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams, max_new, lp, min_new):
     """llast.beam (shared prefill, candidates from per-beam top-k, finished clips leave the batch) returns what
-    transformers' beam search returns for the same settings (early_stopping=True, as llast decodes)."""
+    transformers' beam search returns for the same settings (early_stopping=True, as llast decodes); with one
+    beam, what transformers' greedy generate returns (early_stopping off, as llast.decode.generate_kwargs)."""
     model, proc, cfg = _build(tiny_dirs, "whisper", llm)
     apply_lora(model, cfg.model)
     _perturb_lora(model)
@@ -357,7 +359,7 @@ def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams
         model.llm.get_output_embeddings().weight[eos] *= 6.0
     clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0), (1.7, 250.0)])]
     batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
-    kw = dict(num_beams=beams, max_new_tokens=max_new, length_penalty=lp, early_stopping=True, do_sample=False,
+    kw = dict(num_beams=beams, max_new_tokens=max_new, length_penalty=lp, early_stopping=beams > 1, do_sample=False,
               eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
     if min_new:
         kw["min_new_tokens"] = min_new

@@ -198,7 +198,8 @@ class DecodeConfig:
     batch_size: int = 16
     max_batch_seconds: float = 240.0
     # Beam search: run each prompt's prefill once and share its KV cache among the beams (same outputs;
-    # transformers alone prefills every beam). False = plain transformers beam search.
+    # transformers alone prefills every beam); greedy decoding runs as that search with one beam.
+    # False = plain transformers generate.
     share_prefill: bool = True
     # Beam search after the shared prefill: "llast" (llast.beam: same outputs, less work) or "transformers".
     beam_search: str = "llast"

@@ -53,19 +53,36 @@ def generate_ids(model, batch: dict, kwargs: dict, share_prefill: bool = True, b
                     every prompt num_beams times BEFORE the prefill. Same outputs, less work.
     beam_search   : who continues from the shared prefill: "llast" (llast.beam: same search, fewer passes
                     over the vocabulary, finished clips leave the batch; transformers' when the settings ask
-                    for something llast.beam does not implement) or "transformers".
+                    for something llast.beam does not implement) or "transformers". Greedy decoding
+                    (num_beams 1) runs as llast.beam's search with one beam when it can, else transformers'.
     """
-    num_beams = kwargs.get("num_beams", 1)
-    if num_beams == 1 or not share_prefill or batch["input_ids"].shape[1] < 2:
+    if not _prefills(model.llm, kwargs, share_prefill, beam_search) or batch["input_ids"].shape[1] < 2:
         return model.generate(**batch, **kwargs)
     embeds, cache = model.prefill(**batch)
     return _beams_from_prefill(model.llm, embeds, batch["attention_mask"], cache, kwargs, beam_search)
 
 
+def _as_beam_search(kwargs: dict) -> dict:
+    """Greedy decoding is beam search with one beam (the same tokens: the best candidate either ends the
+    sentence or continues it); as such llast.beam can run it, finished rows leaving the batch."""
+    return {**kwargs, "early_stopping": True} if kwargs.get("num_beams", 1) == 1 else kwargs
+
+
+def _prefills(llm, kwargs: dict, share_prefill: bool, beam_search: str) -> bool:
+    """Whether generation goes through a shared prefill: beam search with share_prefill, and greedy decoding
+    when llast.beam runs it (transformers' greedy generate keeps finished rows in the batch until the
+    longest ends: 3.9x the time of beam 4 on llast-mini's text pass, bench/results/text_pass_beams.json)."""
+    if not share_prefill:
+        return False
+    if kwargs.get("num_beams", 1) > 1:
+        return True
+    return beam_search == "llast" and beam.own_settings(llm, _as_beam_search(kwargs)) is not None
+
+
 def _beams_from_prefill(llm, embeds, attention_mask, cache, kwargs: dict, beam_search: str) -> torch.Tensor:
     """Beam search continuing a shared prefill (llast.beam.prefill): llast.beam's, or transformers' when
     beam_search says so or the settings ask for what llast.beam lacks. (B, new_tokens)"""
-    own = beam.own_settings(llm, kwargs) if beam_search == "llast" else None
+    own = beam.own_settings(llm, _as_beam_search(kwargs)) if beam_search == "llast" else None
     if own is not None:
         return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, num_beams=kwargs["num_beams"], **own)
     cache.batch_repeat_interleave(kwargs["num_beams"])  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
@@ -76,11 +93,11 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
                       share_prefill: bool = True, beam_search: str = "llast") -> torch.Tensor:
     """`generate_ids` for a text prompt to a causal LM alone (the two-pass text pass, llast.llm_text): token ids
     of the continuation only, (B, new_tokens). With beam search the prompt is prefilled once per row and
-    continued as speech prompts are (`_beams_from_prefill`); greedy, or share_prefill off: transformers' generate.
+    continued as speech prompts are (`_beams_from_prefill`), greedy as one beam; share_prefill off: transformers' generate.
 
     input_ids, attention_mask : (B, L) left-padded prompt
     """
-    if kwargs.get("num_beams", 1) == 1 or not share_prefill or input_ids.shape[1] < 2:
+    if not _prefills(llm, kwargs, share_prefill, beam_search) or input_ids.shape[1] < 2:
         return llm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, input_ids.shape[1]:]
     embeds = llm.get_input_embeddings()(input_ids)  # (B, L, H)
     return _beams_from_prefill(llm, embeds, attention_mask, beam.prefill(llm, embeds, attention_mask), kwargs, beam_search)
