@@ -56,10 +56,11 @@ def generate_ids(model, batch: dict, kwargs: dict, share_prefill: bool = True, b
                     for something llast.beam does not implement) or "transformers". Greedy decoding
                     (num_beams 1) runs as llast.beam's search with one beam when it can, else transformers'.
     """
-    if not _prefills(model.llm, kwargs, share_prefill, beam_search) or batch["input_ids"].shape[1] < 2:
+    prefill, own = _search_plan(model.llm, kwargs, share_prefill, beam_search)
+    if not prefill or batch["input_ids"].shape[1] < 2:
         return model.generate(**batch, **kwargs)
     embeds, cache = model.prefill(**batch)
-    return _beams_from_prefill(model.llm, embeds, batch["attention_mask"], cache, kwargs, beam_search)
+    return _beams_from_prefill(model.llm, embeds, batch["attention_mask"], cache, kwargs, own)
 
 
 def _as_beam_search(kwargs: dict) -> dict:
@@ -68,21 +69,19 @@ def _as_beam_search(kwargs: dict) -> dict:
     return {**kwargs, "early_stopping": True} if kwargs.get("num_beams", 1) == 1 else kwargs
 
 
-def _prefills(llm, kwargs: dict, share_prefill: bool, beam_search: str) -> bool:
-    """Whether generation goes through a shared prefill: beam search with share_prefill, and greedy decoding
-    when llast.beam runs it (transformers' greedy generate keeps finished rows in the batch until the
-    longest ends: 3.9x the time of beam 4 on llast-mini's text pass, bench/results/text_pass_beams.json)."""
-    if not share_prefill:
-        return False
-    if kwargs.get("num_beams", 1) > 1:
-        return True
-    return beam_search == "llast" and beam.own_settings(llm, _as_beam_search(kwargs)) is not None
+def _search_plan(llm, kwargs: dict, share_prefill: bool, beam_search: str) -> tuple[bool, dict | None]:
+    """(whether generation goes through a shared prefill, llast.beam's settings or None). A shared prefill:
+    beam search with share_prefill, and greedy decoding when llast.beam runs it (transformers' greedy generate
+    keeps finished rows in the batch until the longest ends: 3.9x the time of beam 4 on llast-mini's text
+    pass, bench/results/text_pass_beams.json). The settings are None when beam_search says "transformers" or
+    kwargs ask for what llast.beam lacks: transformers' beam search continues the prefill."""
+    own = beam.own_settings(llm, _as_beam_search(kwargs)) if share_prefill and beam_search == "llast" else None
+    return share_prefill and (kwargs.get("num_beams", 1) > 1 or own is not None), own
 
 
-def _beams_from_prefill(llm, embeds, attention_mask, cache, kwargs: dict, beam_search: str) -> torch.Tensor:
-    """Beam search continuing a shared prefill (llast.beam.prefill): llast.beam's, or transformers' when
-    beam_search says so or the settings ask for what llast.beam lacks. (B, new_tokens)"""
-    own = beam.own_settings(llm, _as_beam_search(kwargs)) if beam_search == "llast" else None
+def _beams_from_prefill(llm, embeds, attention_mask, cache, kwargs: dict, own: dict | None) -> torch.Tensor:
+    """Beam search continuing a shared prefill (llast.beam.prefill): llast.beam's with its settings `own`
+    (`_search_plan`), or transformers' when None. (B, new_tokens)"""
     if own is not None:
         return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, num_beams=kwargs["num_beams"], **own)
     cache.batch_repeat_interleave(kwargs["num_beams"])  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
@@ -97,10 +96,11 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
     input_ids, attention_mask : (B, L) left-padded prompt
     """
-    if not _prefills(llm, kwargs, share_prefill, beam_search) or input_ids.shape[1] < 2:
+    prefill, own = _search_plan(llm, kwargs, share_prefill, beam_search)
+    if not prefill or input_ids.shape[1] < 2:
         return llm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, input_ids.shape[1]:]
     embeds = llm.get_input_embeddings()(input_ids)  # (B, L, H)
-    return _beams_from_prefill(llm, embeds, attention_mask, beam.prefill(llm, embeds, attention_mask), kwargs, beam_search)
+    return _beams_from_prefill(llm, embeds, attention_mask, beam.prefill(llm, embeds, attention_mask), kwargs, own)
 
 
 def _check_array(audio, index: int) -> np.ndarray:
