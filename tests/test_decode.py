@@ -308,6 +308,27 @@ def test_cli_two_pass(ckpt, tmp_path, capsys):
     assert "--two-pass" in capsys.readouterr().err
 
 
+def test_evaluate_two_pass_writes_and_scores_what_it_heard(ckpt, tmp_path, capsys):
+    """`llast evaluate` of a two-pass model writes its first pass's transcripts (heard.txt) and their WER
+    beside the translations: the same transcripts, and the same WER, as the transcribe task's own run."""
+    corpus = tiny.write_corpus(tmp_path / "corpus", directions=("fr_en",))
+    tsv = str(corpus / "covost_v2.fr_en.dev.tsv")
+    common = ["--model", str(ckpt), "--data", tsv, "--num-beams", "1", "--max-new-tokens", "6"]
+    assert main(["evaluate", *common, "--two-pass", "--out", str(tmp_path / "tr")]) == 0
+    assert "first pass: WER" in capsys.readouterr().out
+    assert main(["evaluate", *common, "--task", "transcribe", "--out", str(tmp_path / "asr")]) == 0
+    heard = (tmp_path / "tr" / "fr-en.translate.heard.txt").read_text().splitlines()
+    assert heard == (tmp_path / "asr" / "fr-fr.transcribe.hyp.txt").read_text().splitlines() and heard
+    tr = json.loads((tmp_path / "tr" / "score.json").read_text())["sets"]["fr-en.translate"]
+    asr = json.loads((tmp_path / "asr" / "score.json").read_text())["sets"]["fr-fr.transcribe"]
+    assert tr["first_pass"]["n"] == tr["n"] == len(heard)
+    assert (tr["first_pass"]["wer"], tr["first_pass"]["cer"]) == (asr["wer"], asr["cer"])
+    # One pass hears nothing separately: no heard.txt, no first_pass score.
+    assert main(["evaluate", *common, "--no-two-pass", "--out", str(tmp_path / "one")]) == 0
+    assert not (tmp_path / "one" / "fr-en.translate.heard.txt").exists()
+    assert "first_pass" not in json.loads((tmp_path / "one" / "score.json").read_text())["sets"]["fr-en.translate"]
+
+
 def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, capsys):
     """`llast text-lora` trains a text adapter beside the L-LoRA on a corpus's sentence pairs; the new
     checkpoint's two-pass text pass translates with it, its one pass is the original's, shipping keeps it."""

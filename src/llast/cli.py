@@ -315,8 +315,8 @@ def _run_evaluate(args) -> int:
         translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
         decode = translator.decode_config(**overrides)
 
-        def generate(examples, on_batch=None):
-            return translator.generate(examples, decode, on_batch=on_batch)
+        def generate(examples, on_batch=None, heard=None):
+            return translator.generate(examples, decode, on_batch=on_batch, heard=heard)
 
         meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams, "two_pass": decode.two_pass,
                 "dtype": str(next(translator.model.parameters()).dtype)}
@@ -326,7 +326,7 @@ def _run_evaluate(args) -> int:
         meta["skipped_while_reading"] = len(unreadable)
         meta["skipped_while_reading_samples"] = unreadable[:50]
     scores = evaluate.evaluate(generate, sets, args.out, lowercase=args.lowercase, skip_bad=args.skip_bad,
-                               max_seconds=max_seconds, meta=meta, empty=empty)
+                               max_seconds=max_seconds, meta=meta, empty=empty, first_pass=meta.get("two_pass", False))
     evaluate.print_scores(scores)
     print(f"wrote {Path(args.out) / 'score.json'}")
     return 0

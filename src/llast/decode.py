@@ -145,13 +145,15 @@ class Translator:
         return check_decode({**dataclasses.asdict(self.cfg.decode), **overrides})
 
     @torch.no_grad()
-    def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False, on_batch=None) -> list[str]:
+    def generate(self, examples: list[Example], decode: DecodeConfig, progress: bool = False, on_batch=None,
+                 heard: list | None = None) -> list[str]:
         """Translations of `examples` (audio already loaded), in input order, batched by length.
         `on_batch(n)` is called after each batch of n clips (progress reporting). With decode.two_pass the
-        translate examples are transcribed first and their transcripts translated as text (_two_pass)."""
+        translate examples are transcribed first and their transcripts translated as text (_two_pass);
+        `heard`, a list, then receives the first pass's transcript of each example, in input order."""
         decode = check_decode(decode)
         if decode.two_pass and any(ex.task == "translate" for ex in examples):
-            return self._two_pass(examples, decode, progress, on_batch)
+            return self._two_pass(examples, decode, progress, on_batch, heard)
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio), reverse=True)
         seconds = [len(examples[i].audio) / SAMPLE_RATE for i in order]
         batches = pack_by_duration(order, seconds, decode.max_batch_seconds, decode.batch_size)
@@ -171,7 +173,8 @@ class Translator:
         bar.close()
         return out  # type: ignore[return-value]
 
-    def _two_pass(self, examples: list[Example], decode: DecodeConfig, progress: bool, on_batch) -> list[str]:
+    def _two_pass(self, examples: list[Example], decode: DecodeConfig, progress: bool, on_batch,
+                  heard_out: list | None = None) -> list[str]:
         """decode.two_pass: every example is transcribed (task=transcribe, one batched decode), then each
         translate example's transcript is translated as text by the LLM, asked as the cascade baseline asks
         it (llast.llm_text): with the checkpoint's text adapter (text_lora/, `llast text-lora`) if it has
@@ -184,6 +187,8 @@ class Translator:
                               "llast.load_model(path, two_pass=True) (the CLI does this for --two-pass)")
         heard = [dataclasses.replace(ex, tgt_lang=ex.src_lang, task="transcribe") for ex in examples]
         texts = self.generate(heard, dataclasses.replace(decode, two_pass=False), progress, on_batch)
+        if heard_out is not None:
+            heard_out.extend(texts)
         text_llm = self.text_translator()
         out = list(texts)
         groups: dict[tuple[str, str], list[int]] = {}

@@ -169,8 +169,12 @@ class WhisperBaseline:
 
 def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_bad: bool = False,
              max_seconds: float | None = 30.0, progress: bool = True, meta: dict | None = None,
-             empty: dict | None = None) -> dict:
+             empty: dict | None = None, first_pass: bool = False) -> dict:
     """Decode every set with `generate(examples, on_batch=callback) -> texts`, score, and write OUT/.
+
+    first_pass: `generate` also takes `heard=list` and fills it with what a two-pass model heard (its
+    transcript of each example); the translate sets then get `{name}.heard.txt` and a "first_pass" score
+    (WER and CER against the source sentences), from the same run.
 
     A clip longer than `max_seconds` is cut into speech segments as `llast translate` cuts it; the texts
     of its segments are joined into its one hypothesis (`on_batch` then counts segments).
@@ -188,8 +192,10 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     score_file = out_dir / "score.json"
     for (src, tgt, task), samples in sets.items():
         name = set_name(src, tgt, task)
-        files = {k: open(out_dir / f"{name}.{k}.txt", "w", encoding="utf-8") for k in ("hyp", "ref", "ids")}
-        hyps, refs, skipped = [], [], []
+        listens = first_pass and task == "translate"
+        kinds = ("hyp", "ref", "ids") + (("heard",) if listens else ())
+        files = {k: open(out_dir / f"{name}.{k}.txt", "w", encoding="utf-8") for k in kinds}
+        hyps, refs, skipped, heard = [], [], [], []
         t0 = time.time()
         audio_seconds = 0.0
         bar = tqdm(total=len(samples), desc=name, unit="clip", disable=not progress, file=sys.stderr)
@@ -198,12 +204,17 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
             while pending:
                 chunk, examples, owner, error, audio_seconds = _next_chunk(
                     pending, opts, (src, tgt, task), skip_bad, skipped, bar, audio_seconds)
-                segment_texts = generate(examples, on_batch=bar.update) if examples else []
-                parts: list[list[str]] = [[] for _ in chunk]
-                for t, o in zip(segment_texts, owner):
-                    if t:
-                        parts[o].append(t)
-                texts = [" ".join(p) for p in parts]
+                segment_heard: list[str] = []
+                extra = {"heard": segment_heard} if listens else {}
+                segment_texts = generate(examples, on_batch=bar.update, **extra) if examples else []
+                texts = _join_segments(segment_texts, owner, len(chunk))
+                if listens and len(segment_heard) != len(examples):
+                    raise RuntimeError(f"first_pass: generate returned {len(segment_heard)} transcripts for "
+                                       f"{len(examples)} clips (is the model decoding in two passes?)")
+                if listens:
+                    for s, t in zip(chunk, _join_segments(segment_heard, owner, len(chunk))):
+                        files["heard"].write(_line(t) + "\n")
+                        heard.append((t, s.source_text))
                 for s, t in zip(chunk, texts):
                     files["hyp"].write(_line(t) + "\n")  # one line per sample, whatever the text holds
                     files["ref"].write(_line(s.target_text) + "\n")
@@ -229,9 +240,21 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
             decode_seconds=round(elapsed, 2),
             audio_seconds=round(audio_seconds, 2), real_time_factor=round(elapsed / max(audio_seconds, 1e-9), 4),
         )
+        if heard:
+            asr = score([h for h, _ in heard], [r for _, r in heard], src, "transcribe", lowercase)
+            result["first_pass"] = {k: asr[k] for k in ("n", "wer", "cer", "wer_normalisation") if k in asr}
         scores["sets"][name] = result
         score_file.write_text(json.dumps(scores, indent=2, ensure_ascii=False))
     return scores
+
+
+def _join_segments(segment_texts: list[str], owner: list[int], n: int) -> list[str]:
+    """The text of each of n samples from the texts of its segments (`owner`: the sample of each)."""
+    parts: list[list[str]] = [[] for _ in range(n)]
+    for t, o in zip(segment_texts, owner):
+        if t:
+            parts[o].append(t)
+    return [" ".join(p) for p in parts]
 
 
 def _next_chunk(pending: list, opts: SegmentOptions, direction: tuple[str, str, str], skip_bad: bool, skipped: list,
@@ -273,6 +296,8 @@ def print_scores(scores: dict) -> None:
             line += f"  BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}"
         if "wer" in r:
             line += f"  WER {r['wer']:.3f}  CER {r['cer']:.3f}"
+        if "wer" in r.get("first_pass", {}):
+            line += f"  (first pass: WER {r['first_pass']['wer']:.3f}  CER {r['first_pass']['cer']:.3f})"
         if r.get("skipped"):
             line += f"  (skipped {r['skipped']} unreadable clips)"
         if r.get("skipped_empty"):
