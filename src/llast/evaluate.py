@@ -67,16 +67,22 @@ def score(hyps: list[str], refs: list[str], tgt_lang: str, task: str = "translat
         "distinct": round(len({h.strip().casefold() for h in hyps}) / max(len(hyps), 1), 4),
     }
     if task == "transcribe":
-        import jiwer
-
-        h = [_normalise_for_wer(x) for x in hyps]
-        r = [_normalise_for_wer(x) for x in refs]
-        keep = [i for i, x in enumerate(r) if x]
-        if keep:
-            out["wer"] = round(jiwer.wer([r[i] for i in keep], [h[i] for i in keep]), 4)
-            out["cer"] = round(jiwer.cer([r[i] for i in keep], [h[i] for i in keep]), 4)
-            out["wer_normalisation"] = "lowercase, punctuation removed"
+        out.update(word_error_rates(hyps, refs))
     return out
+
+
+def word_error_rates(hyps: list[str], refs: list[str]) -> dict:
+    """WER and CER (jiwer) after lowercasing and removing punctuation; {} when every reference is empty."""
+    import jiwer
+
+    h = [_normalise_for_wer(x) for x in hyps]
+    r = [_normalise_for_wer(x) for x in refs]
+    keep = [i for i, x in enumerate(r) if x]
+    if not keep:
+        return {}
+    return {"wer": round(jiwer.wer([r[i] for i in keep], [h[i] for i in keep]), 4),
+            "cer": round(jiwer.cer([r[i] for i in keep], [h[i] for i in keep]), 4),
+            "wer_normalisation": "lowercase, punctuation removed"}
 
 
 def data_source(spec: str, limit: int | None = None) -> DataSource:
@@ -173,8 +179,8 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     """Decode every set with `generate(examples, on_batch=callback) -> texts`, score, and write OUT/.
 
     first_pass: `generate` also takes `heard=list` and fills it with what a two-pass model heard (its
-    transcript of each example); the translate sets then get `{name}.heard.txt` and a "first_pass" score
-    (WER and CER against the source sentences), from the same run.
+    transcript of each example); the translate sets then get `{name}.heard.txt` and its WER and CER
+    against the source sentences (asr_wer, asr_cer: the keys of the cascade's ASR half), from the same run.
 
     A clip longer than `max_seconds` is cut into speech segments as `llast translate` cuts it; the texts
     of its segments are joined into its one hypothesis (`on_batch` then counts segments).
@@ -208,10 +214,10 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                 extra = {"heard": segment_heard} if listens else {}
                 segment_texts = generate(examples, on_batch=bar.update, **extra) if examples else []
                 texts = _join_segments(segment_texts, owner, len(chunk))
-                if listens and len(segment_heard) != len(examples):
-                    raise RuntimeError(f"first_pass: generate returned {len(segment_heard)} transcripts for "
-                                       f"{len(examples)} clips (is the model decoding in two passes?)")
                 if listens:
+                    if len(segment_heard) != len(examples):
+                        raise RuntimeError(f"first_pass: generate returned {len(segment_heard)} transcripts for "
+                                           f"{len(examples)} clips (is the model decoding in two passes?)")
                     for s, t in zip(chunk, _join_segments(segment_heard, owner, len(chunk))):
                         files["heard"].write(_line(t) + "\n")
                         heard.append((t, s.source_text))
@@ -240,9 +246,9 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
             decode_seconds=round(elapsed, 2),
             audio_seconds=round(audio_seconds, 2), real_time_factor=round(elapsed / max(audio_seconds, 1e-9), 4),
         )
-        if heard:
-            asr = score([h for h, _ in heard], [r for _, r in heard], src, "transcribe", lowercase)
-            result["first_pass"] = {k: asr[k] for k in ("n", "wer", "cer", "wer_normalisation") if k in asr}
+        if heard:  # the same keys as the cascade's ASR half (add_asr_scores)
+            asr = word_error_rates([h for h, _ in heard], [r for _, r in heard])
+            result.update(asr_wer=asr.get("wer"), asr_cer=asr.get("cer"))
         scores["sets"][name] = result
         score_file.write_text(json.dumps(scores, indent=2, ensure_ascii=False))
     return scores
@@ -296,8 +302,8 @@ def print_scores(scores: dict) -> None:
             line += f"  BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}"
         if "wer" in r:
             line += f"  WER {r['wer']:.3f}  CER {r['cer']:.3f}"
-        if "wer" in r.get("first_pass", {}):
-            line += f"  (first pass: WER {r['first_pass']['wer']:.3f}  CER {r['first_pass']['cer']:.3f})"
+        if r.get("asr_wer") is not None:
+            line += f"  (first pass: WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f})"
         if r.get("skipped"):
             line += f"  (skipped {r['skipped']} unreadable clips)"
         if r.get("skipped_empty"):
