@@ -453,7 +453,8 @@ def test_prepare_keeps_folders_refuses_escapes_and_collisions(w, heavy):
     assert "Traceback" not in r.stderr and r.returncode == 1, r.stderr[-3000:]  # 1: a clip was refused
     assert "converted 3, already done 0, failed 1" in r.stdout and "outside" in r.stdout
     out = w.root / "cv_prep" / "clips_16k"
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["a/same.wav", "b/same.wav", "same.wav"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        ".llast-output.json", "a/same.wav", "b/same.wav", "same.wav"]  # the marker: llast.outdir
     assert not list(w.root.glob("*.part"))
     # Two names that would make one output file: refused before anything is converted.
     assert_one_line_error(heavy["prepare_collision"], "covost_v2.de_en.dev.tsv:3", "dup/same.flac", "dup/same.mp3",
@@ -516,3 +517,125 @@ def test_server_limits_live_with_the_other_rules():
     for bad in (0, -1, MAX_UPLOAD_BYTES + 1, "12x", None):
         with pytest.raises(ConfigError, match="request body"):
             check_upload_size(bad)
+
+
+# ----------------------------------------------------------------------------- output folders (issue #32)
+# One rule (llast.outdir): a command writes into a new or empty folder, or one of its own kind; a folder
+# of the user's is refused before any work and left as it was; a `<out>.tmp` of the user's beside it is
+# never touched; two inputs with one stem get two output files.
+
+def _users_folder(path: Path) -> Path:
+    (path / "sub").mkdir(parents=True)
+    (path / "thesis.txt").write_text("three years of work")
+    (path / "sub" / "notes.txt").write_text("more")
+    return path
+
+
+def _intact(path: Path) -> bool:
+    return ((path / "thesis.txt").read_text() == "three years of work" and (path / "sub" / "notes.txt").read_text() == "more"
+            and sorted(p.name for p in path.iterdir()) == ["sub", "thesis.txt"])
+
+
+FOREIGN = ("export", "ship", "text-lora", "evaluate", "synth", "prepare", "train", "translate")
+
+
+@pytest.fixture(scope="module")
+def outputs(w) -> SimpleNamespace:
+    root = w.root / "outputs"
+    root.mkdir()
+    foreign = {name: _users_folder(root / f"mine_{name}") for name in FOREIGN}
+    siblings = {name: _users_folder(root / f"new_{name}.tmp") for name in ("export", "ship", "train")}
+    (root / "a").mkdir(), (root / "b").mkdir()
+    shutil.copy(w.good, root / "a" / "clip.wav")
+    shutil.copy(w.clips / "good2.wav", root / "b" / "clip.wav")
+    train_yaml = root / "train.yaml"
+    train_yaml.write_text(w.train_yaml.read_text().replace(str(w.root / "run"), str(root / "new_train")))
+    tsv = w.corpus / "covost_v2.fr_en.dev.tsv"
+    cases = {
+        "export": ["export", "--model", w.ckpt, "--out", foreign["export"]],
+        "ship": ["export", "--ship", "--model", w.ckpt, "--out", foreign["ship"]],
+        "text-lora": ["text-lora", "--model", w.ckpt, "--out", foreign["text-lora"], "--steps", "1", "--data", tsv],
+        "evaluate": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", foreign["evaluate"]],
+        "synth": ["data", "synth", "--out", foreign["synth"], "--directions", "de-en", "--train", "1", "--dev", "0",
+                  "--test", "0", "--splits", "train"],
+        "prepare": ["data", "prepare", "covost", "--tsv", tsv, "--clips", w.corpus, "--out", foreign["prepare"]],
+        "train": ["train", w.train_yaml, f"train.out_dir={foreign['train']}"],
+        "translate": ["translate", "--model", w.ckpt, "--src", "de", w.good, "--out-dir", foreign["translate"]],
+        # the same commands into new folders, each beside a user's folder named like a temporary one
+        "ok:export": ["export", "--model", w.ckpt, "--out", root / "new_export"],
+        "ok:ship": ["export", "--ship", "--model", w.ckpt, "--out", root / "new_ship"],
+        "ok:ship_again": ["export", "--ship", "--model", w.ckpt, "--out", root / "new_ship"],  # its own kind: replaced
+        "ok:train": ["train", train_yaml],
+        "ok:evaluate": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "ev"],
+        "ok:evaluate_again": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "ev"],
+        "ok:vtt": ["translate", "--model", w.ckpt, "--src", "de", "--format", "vtt", "--out-dir", root / "subs",
+                   root / "a" / "clip.wav", root / "b" / "clip.wav"],
+    }
+    return SimpleNamespace(root=root, foreign=foreign, siblings=siblings, r=cli_batch(cases))
+
+
+@pytest.mark.parametrize("command", FOREIGN)
+def test_a_users_folder_is_refused_and_left_as_it_was(outputs, command):
+    option = {"train": "train.out_dir", "translate": "--out-dir"}.get(command, "--out")
+    assert_one_line_error(outputs.r[command], option, f"mine_{command}", "not empty", "holds no llast output")
+    assert _intact(outputs.foreign[command])
+
+
+def test_new_output_folders_leave_a_users_tmp_sibling_alone(outputs):
+    for name in ("export", "ship", "train"):
+        r = outputs.r[f"ok:{name}"]
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert _intact(outputs.siblings[name]), name  # `new_X.tmp` is the user's, not ours
+    assert (outputs.root / "new_export" / "llast.json").is_file() and (outputs.root / "new_ship" / "llast.json").is_file()
+    assert (outputs.root / "new_train" / "final" / "llast.json").is_file()
+    assert outputs.r["ok:ship_again"].returncode == 0  # into its own earlier output: allowed, replaced whole
+    assert outputs.r["ok:evaluate"].returncode == 0 and outputs.r["ok:evaluate_again"].returncode == 0
+    leftovers = [p.name for p in outputs.root.rglob("*") if p.name.endswith((".llast-partial", ".llast-old"))]
+    assert leftovers == []
+
+
+def test_two_inputs_with_one_stem_get_two_subtitle_files(outputs):
+    r = outputs.r["ok:vtt"]
+    assert r.returncode == 0, r.stderr[-3000:]
+    subs = outputs.root / "subs"
+    assert sorted(p.name for p in subs.glob("*.vtt")) == ["a_clip.vtt", "b_clip.vtt"]
+    assert all(p.read_text().startswith("WEBVTT") for p in subs.glob("*.vtt"))
+    assert f"{outputs.root / 'a' / 'clip.wav'}\t{subs / 'a_clip.vtt'}" in r.stderr
+
+
+def test_outdir_rule_units(tmp_path):
+    """llast.outdir itself: kinds recognised by marker or legacy file, staging cleaned on error, a killed
+    swap finished or undone, unique names."""
+    from llast import outdir
+    from llast.errors import OutputError
+
+    assert outdir.check(tmp_path / "new", "evaluate") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    outdir.check(tmp_path / "empty", "synth")
+    old_eval = tmp_path / "old_eval"
+    old_eval.mkdir()
+    (old_eval / "score.json").write_text("{}")  # made before the marker existed
+    assert outdir.kind_of(old_eval) == "evaluate"
+    with pytest.raises(OutputError, match="holds a llast evaluate output"):
+        outdir.check(old_eval, "translate")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        outdir.check(tmp_path / "file", "evaluate")
+    with pytest.raises(RuntimeError, match="boom"):
+        with outdir.staged(tmp_path / "built", "translate") as t:
+            (t / "x.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "old_eval"]  # the half-built one is gone
+    with outdir.staged(tmp_path / "built", "translate") as t:
+        (t / "x.txt").write_text("whole")
+    assert outdir.kind_of(tmp_path / "built") == "translate" and (tmp_path / "built" / "x.txt").read_text() == "whole"
+    # a swap killed between its two renames: the previous version is put back; a finished one is cleaned
+    run = tmp_path / "run"
+    (run / ".final.abc123.llast-old" / "final").mkdir(parents=True)
+    (run / ".checkpoint-1.x.llast-partial").mkdir()
+    (run / "mine.tmp").mkdir()
+    done = outdir.clean_staging(run)
+    assert (run / "final").is_dir() and any("restored final" in d for d in done)
+    assert sorted(p.name for p in run.iterdir()) == ["final", "mine.tmp"]
+    assert outdir.unique_names(["a/clip.wav", "b/clip.wav", "c/other.mp3"], ".srt") == ["a_clip.srt", "b_clip.srt", "other.srt"]
+    assert outdir.unique_names(["x/clip.wav", "x/clip.wav"], ".txt") == ["x_clip.txt", "x_clip-2.txt"]

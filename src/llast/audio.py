@@ -31,6 +31,29 @@ BLOCK_SECONDS = 20.0  # stream_audio decodes this much at a time
 #   bound is on decoding time: 6 h of 48 kHz stereo.
 MAX_DECODE_SAMPLES = 2**28
 MAX_INPUT_SAMPLES = 6 * 3600 * 2 * 48000
+# libsndfile reports a huge frame count (2**59 and more) for a stream whose header gives no length (a
+# FLAC written without seeking back): such a file's frames are counted by decoding it, up to a bound.
+UNKNOWN_FRAMES = 2**40
+
+
+def _frames(f: sf.SoundFile, path, max_samples: int | None = MAX_INPUT_SAMPLES) -> int:
+    """The number of frames of open file `f`: from the header, or counted by decoding when the header
+    does not say (then at most `max_samples` frames x channels are decoded; more is an AudioError)."""
+    if f.frames < UNKNOWN_FRAMES:
+        return f.frames
+    limit = MAX_INPUT_SAMPLES if max_samples is None else max_samples
+    n, block = 0, max(1, int(BLOCK_SECONDS * f.samplerate))
+    f.seek(0)
+    while True:
+        got = len(f.read(block, dtype="float32", always_2d=True))
+        if got == 0:
+            break
+        n += got
+        if n * f.channels > limit:
+            raise AudioError(f"{path}: its header gives no length, and it holds more than the limit of {limit:.3g} "
+                             "samples (seconds x channels x rate)")
+    f.seek(0)
+    return n
 
 
 def check_length(n_samples: int, where: str) -> None:
@@ -48,12 +71,14 @@ def audio_duration(path: str | Path) -> float:
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
     try:
-        info = sf.info(str(path))
+        with sf.SoundFile(str(path)) as f:
+            if f.samplerate <= 0:
+                raise AudioError(f"{path}: invalid sample rate {f.samplerate}")
+            return _frames(f, path) / f.samplerate
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(f"{path}: cannot read audio header: {e}") from None
-    if info.samplerate <= 0:
-        raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
-    return info.frames / info.samplerate
 
 
 def check_input_size(path, frames: int, channels: int, samplerate: int, max_samples: int | None) -> None:
@@ -89,7 +114,13 @@ def stream_audio(
     with f:
         sr, channels = f.samplerate, f.channels
         start = int(round(offset * sr))
-        total = f.frames - start if duration is None else min(int(round(duration * sr)), f.frames - start)
+        try:
+            n_frames = _frames(f, path, max_samples)
+        except AudioError:
+            raise
+        except Exception as e:
+            raise AudioError(f"{path}: cannot read audio: {e}") from None
+        total = n_frames - start if duration is None else min(int(round(duration * sr)), n_frames - start)
         check_input_size(path, max(total, 0), channels, sr, max_samples)
         if start > 0:
             f.seek(start)
@@ -147,7 +178,8 @@ def load_audio(
             sr = f.samplerate
             start = int(round(offset * sr))
             frames = -1 if duration is None else int(round(duration * sr))
-            seconds = (f.frames - start if frames < 0 else frames) / sr
+            n_frames = _frames(f, path, max_samples)
+            seconds = (n_frames - start if frames < 0 else frames) / sr
             # Check the length before decoding, so a 2-hour file is rejected without reading it.
             if max_seconds is not None and seconds > max_seconds + 1e-3:
                 raise AudioError(f"{path}: {seconds:.2f} s is longer than the limit of {max_seconds:g} s")
@@ -155,8 +187,8 @@ def load_audio(
                 raise AudioError(f"{path}: duration {duration:g} s is negative")
             check_input_size(path, max(int(round(seconds * sr)), 0), f.channels, sr, max_samples)
             if start > 0:
-                if start >= f.frames:
-                    raise AudioError(f"{path}: offset {offset:g} s is past the end ({f.frames / sr:.2f} s)")
+                if start >= n_frames:
+                    raise AudioError(f"{path}: offset {offset:g} s is past the end ({n_frames / sr:.2f} s)")
                 f.seek(start)
             x = f.read(frames, dtype="float32", always_2d=True)  # (n, channels)
     except AudioError:

@@ -26,13 +26,14 @@ import torch
 from llast.config import Config, from_dict, save_config, to_dict
 from llast.errors import CheckpointError
 from llast.model import check_weights
+from llast.outdir import CHECKPOINT, check, clean_staging, staged
 
 FORMAT = 1
 
 
 def save_checkpoint(
     model, cfg: Config, path: str | Path, trainer_state: dict | None = None, state_dict: dict | None = None,
-    engine_dir: Path | None = None,
+    engine_dir: Path | None = None, option: str = "--out",
 ) -> Path:
     """Write `model` (LLaST, LoRA applied or not) and its config to `path`, atomically (a temporary
     directory renamed into place). `trainer_state` (optimizer, scheduler, RNG, data position) is
@@ -42,14 +43,16 @@ def save_checkpoint(
                  given when the live parameters are sharded (FSDP) and cannot be read directly.
     engine_dir : a directory the training engine wrote (DeepSpeed's partitioned optimizer state);
                  moved into the checkpoint as `engine/`.
+    option     : how the user named `path`, for the error if it is a folder of theirs (llast.outdir).
     """
+    with staged(path, CHECKPOINT, option) as tmp:
+        _write_checkpoint(model, cfg, tmp, trainer_state, state_dict, engine_dir)
+    return Path(path)
+
+
+def _write_checkpoint(model, cfg: Config, tmp: Path, trainer_state, state_dict, engine_dir) -> None:
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     save_config(cfg, tmp / "config.yaml")
     if state_dict is None:
         adaptor = model.adaptor.state_dict()
@@ -71,16 +74,6 @@ def save_checkpoint(
     if engine_dir is not None:
         os.replace(engine_dir, tmp / "engine")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": False, "parts": parts}))
-    if path.exists():
-        old = path.with_name(path.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
-    return path
 
 
 def clean_leftovers(out_dir: Path) -> list[str]:
@@ -90,10 +83,12 @@ def clean_leftovers(out_dir: Path) -> list[str]:
             there the save completed (X.old is deleted); if not, the kill fell between the two renames
             and X.old is put back (the last complete version).
     X.tmp, X.engine.tmp : a save that never completed; deleted (never taken for checkpoints).
+    (Those are the names of saves before llast.outdir; its own leftovers are handled by clean_staging.)
     """
     done = []
     if not out_dir.is_dir():
         return done
+    done += clean_staging(out_dir)
     for old in sorted(out_dir.glob("*.old")):
         target = old.with_name(old.name[: -len(".old")])
         if not old.is_dir() or not (target.name == "final" or target.name.startswith("checkpoint-")):
@@ -255,10 +250,9 @@ def load_text_lora(llm, adapter_dir: Path) -> None:
 def check_new_checkpoint_out(path: Path, out: Path) -> None:
     """`out` may receive a new checkpoint made from checkpoint `path`: not `path` itself, and nothing but
     an older llast checkpoint is overwritten (checked before any work, and again when writing)."""
-    if out.resolve() == Path(path).resolve():
+    if Path(out).resolve() == Path(path).resolve():
         raise CheckpointError(f"--out {out}: is the checkpoint itself; write the new checkpoint elsewhere")
-    if out.exists() and not (out / "llast.json").is_file():
-        raise CheckpointError(f"--out {out}: exists and is not a llast checkpoint; not overwriting it")
+    check(out, CHECKPOINT)
 
 
 def text_lora_config(path: str | Path, decode_overrides: list[str] = ()) -> Config:
@@ -279,15 +273,19 @@ def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict, decode_ov
     """Checkpoint `path` (no trainer state) plus `llm`'s TEXT_ADAPTER as text_lora/, written atomically to
     `out`, its config.yaml as text_lora_config makes it, and `meta` (how the adapter was trained) in
     text_lora/training.json."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
     path, out = Path(path), Path(out)
     cfg = text_lora_config(path, decode_overrides)
     check_new_checkpoint_out(path, out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "text_lora"))
+    with staged(out, CHECKPOINT) as tmp:
+        _write_text_lora(path, tmp, llm, meta, cfg)
+    return out
+
+
+def _write_text_lora(path: Path, tmp: Path, llm, meta: dict, cfg: Config) -> None:
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    shutil.copytree(path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "text_lora"))
     adapter = tmp / "text_lora"
     adapter.mkdir()
     llm.peft_config[TEXT_ADAPTER].save_pretrained(str(adapter))
@@ -298,10 +296,6 @@ def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict, decode_ov
     marker = json.loads((tmp / "llast.json").read_text())
     marker["parts"] = [p for p in marker.get("parts", []) if p != "text_lora"] + ["text_lora"]
     (tmp / "llast.json").write_text(json.dumps(marker))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 def load_checkpoint(path: str | Path, dtype: str | None = None):
@@ -320,17 +314,16 @@ def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torc
     trainer state), cast to `dtype` (bf16 halves the size; loading casts back to the model's dtype)."""
     from safetensors.torch import load_file, save_file
 
-    path, out = Path(path), Path(out)
+    from llast.assets import resolve_checkpoint
+
+    path, out = resolve_checkpoint(path), Path(out)  # a folder, or a shipped model's name
     read_checkpoint_config(path)  # a complete checkpoint, or CheckpointError
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(path, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "README.md"))
-    for f in tmp.rglob("*.safetensors"):
-        tensors = load_file(str(f))
-        save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, str(f))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    check_new_checkpoint_out(path, out)
+    with staged(out, CHECKPOINT) as tmp:
+        shutil.copytree(path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "README.md"))
+        for f in tmp.rglob("*.safetensors"):
+            tensors = load_file(str(f))
+            save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, str(f))
     return out
 
 
@@ -345,19 +338,22 @@ def merge_lora_weights(model, parts: tuple[str, ...] = ("encoder", "llm")) -> No
 def export_merged(path: str | Path, out: str | Path) -> Path:
     """Merge the LoRA weights into the base encoder and LLM; write a standalone checkpoint to `out`. It
     decodes in one pass (decode.two_pass off): two passes need the LLM without its L-LoRA."""
+    from llast.assets import resolve_checkpoint
+
+    out = Path(out)
+    check_new_checkpoint_out(resolve_checkpoint(path), out)
+    model, cfg = load_checkpoint(path)
+    with staged(out, CHECKPOINT) as tmp:
+        _write_merged(model, cfg, tmp)
+    return out
+
+
+def _write_merged(model, cfg: Config, tmp: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     from llast.model import resolve_name
 
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and ((out / "llast.json").is_file() or not any(out.iterdir()))):
-        raise CheckpointError(f"--out {out}: exists and is not an empty folder or a llast checkpoint; not overwriting it")
-    model, cfg = load_checkpoint(path)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     merge_lora_weights(model)
     model.encoder.save_pretrained(str(tmp / "encoder"))
     model.llm.save_pretrained(str(tmp / "llm"))
@@ -371,8 +367,4 @@ def export_merged(path: str | Path, out: str | Path) -> Path:
     merged.decode.two_pass = False  # needs the LLM without its merged L-LoRA (and a text adapter is not merged)
     save_config(merged, tmp / "config.yaml")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": True, "parts": ["adaptor"]}))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llast import outdir
 from llast.subtitles import FORMATS
 
 
@@ -161,6 +162,7 @@ def _run_import(args) -> int:
     from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    outdir.check(args.out, outdir.CHECKPOINT)  # a folder of the user's is refused before the import's work
     out = xtuner.import_xtuner(args.ckpt, cfg, args.out)
     print(f"wrote {out} (prompt preset 'released', encoder input 'pad30_full')")
     return 0
@@ -214,8 +216,6 @@ def _add_translate(sub) -> None:
 
 def _run_translate(args) -> int:
     """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
-    from pathlib import Path
-
     from llast.audio import audio_duration
     from llast.config import check_chunk_seconds
     from llast.decode import load_translator
@@ -233,6 +233,8 @@ def _run_translate(args) -> int:
     language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
     for path in args.files:  # errors before the model is loaded
         audio_duration(path)
+    out_dir = outdir.check(args.out_dir, "translate", "--out-dir") if args.out_dir else None
+    names = outdir.unique_names(args.files, "." + ("txt" if fmt == "text" else fmt))
     translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
@@ -240,14 +242,13 @@ def _run_translate(args) -> int:
         list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
         segment_options=opts, **overrides,
     )
-    out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for path, segs in zip(args.files, results):
+        outdir.claim(out_dir, "translate", "--out-dir")
+    for path, name, segs in zip(args.files, names, results):
         meta = {"file": str(path), "src": args.src, "tgt": tgt, "task": args.task}
         text = render(segs, fmt, meta)
         if out_dir is not None:
-            target = out_dir / f"{Path(path).stem}.{'txt' if fmt == 'text' else fmt}"
+            target = out_dir / name  # distinct for every input, even when two have one stem
             target.write_text(text, encoding="utf-8")
             print(f"{path}\t{target}", file=sys.stderr)
         elif fmt == "text":
@@ -295,9 +296,7 @@ def _run_evaluate(args) -> int:
     overrides = _decode_overrides(args)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit: {args.limit} is not allowed; expected at least 1 sample per data set")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
+    outdir.check(args.out, "evaluate")  # before any model is loaded
     if args.baseline and "two_pass" in overrides:
         raise ConfigError(f"--two-pass/--no-two-pass: for llast models; --baseline {args.baseline} has its own passes")
     if args.baseline in ("cascade", "text"):
@@ -578,7 +577,13 @@ def _one_line(e: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # dotted overrides may come after the options too (`... --out x model.adaptor.stack=2`)
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = args.overrides + extra
+        else:
+            parser.parse_args(argv)  # argparse's own error (exit 2) for what is not an override
     import warnings
 
     from llast.errors import LlastError

@@ -287,6 +287,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if value is False and "no" in _CHOICES.get(where, ()):  # YAML 1.1 reads a bare `no` as false
+            return "no"
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

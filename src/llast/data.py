@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from llast import outdir
 from llast.audio import SAMPLE_RATE, audio_duration, load_audio
 from llast.config import SOURCE_FORMATS, DataSource
 from llast.errors import AudioError, DataError
@@ -581,13 +582,12 @@ def prepare_covost_audio(
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
     if not clips_dir.is_dir():
         raise DataError(f"--clips {clips_dir}: not a folder")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out {out_dir}: exists and is not a folder")
+    outdir.check(out_dir, "prepare")  # a folder of the user's is refused before any work
     if workers < 1:
         raise DataError(f"--workers {workers}: expected at least 1")
     report = PrepareReport()
     jobs = _prepare_jobs(tsv_paths, clips_dir, out_dir, report)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    outdir.claim(out_dir, "prepare")
     bar = tqdm(total=len(jobs), desc="converting clips", unit="clip", disable=not jobs)
     if workers <= 1 or len(jobs) <= 1:
         results = map(_convert_clip, jobs)

@@ -23,3 +23,7 @@ class CheckpointError(LlastError, ValueError):
 
 class AssetError(LlastError, RuntimeError):
     """A bundled model that cannot be installed, converted or verified."""
+
+
+class OutputError(LlastError, ValueError):
+    """An output folder that a command may not write into (it holds something that is not its own)."""

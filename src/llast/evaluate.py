@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from llast import outdir
 from llast.audio import SAMPLE_RATE, load_audio
 from llast.segment import SegmentOptions, plan_segments, segment_audio
 from llast.config import DataSource, DecodeConfig
@@ -189,10 +190,7 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     `skip_bad`) loses nothing already decoded; the error names the clip. `empty`: {(src, tgt, task):
     samples left out for an empty reference}, reported per set as skipped_empty.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = outdir.claim(out_dir, "evaluate")
     opts = SegmentOptions(max_seconds=max_seconds or 30.0)
     scores: dict = {"meta": meta or {}, "sets": {}}
     score_file = out_dir / "score.json"
@@ -327,8 +325,7 @@ def evaluate_text(translate, sets, inputs: dict[str, str], out_dir: str | Path, 
     inputs  : sample id -> the text to translate (the gold source sentence, or a transcript)
     skipped : sample id -> why it has no input (an unreadable clip); counted as evaluate() counts them
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = outdir.claim(out_dir, "evaluate")
     skipped = skipped or {}
     scores: dict = {"meta": meta or {}, "sets": {}}
     for (src, tgt, task), samples in sets.items():

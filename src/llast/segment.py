@@ -29,6 +29,11 @@ from llast.audio import MAX_INPUT_SAMPLES, SAMPLE_RATE, audio_duration, load_aud
 from llast.errors import AudioError, ConfigError
 
 WINDOW = 512  # samples per Silero VAD frame at 16 kHz (32 ms)
+# Digital silence is not run through Silero: after QUIET_RUN frames in a row whose samples all stay below
+# QUIET_LEVEL (-80 dBFS, about 3 steps of 16-bit audio), further such frames get probability 0 without
+# the model. An hour of silence then costs seconds, not minutes; frames of any real recording pass.
+QUIET_LEVEL = 1e-4
+QUIET_RUN = 16
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ def speech_probs(blocks: Iterable[np.ndarray], cancel: threading.Event | None = 
     probs: list[float] = []
     rest = np.zeros(0, np.float32)
     n = 0
+    quiet_run = 0
     for block in blocks:
         if cancel is not None and cancel.is_set():
             raise InterruptedError("segmentation cancelled")
@@ -113,7 +119,10 @@ def speech_probs(blocks: Iterable[np.ndarray], cancel: threading.Event | None = 
         x = np.concatenate([rest, block]) if len(rest) else block
         k = len(x) // WINDOW * WINDOW
         frames = torch.from_numpy(np.ascontiguousarray(x[:k])).view(-1, 1, WINDOW)
-        probs.extend(model(f, SAMPLE_RATE).item() for f in frames)
+        quiet = np.abs(x[:k]).reshape(-1, WINDOW).max(axis=1) < QUIET_LEVEL if k else np.zeros(0, bool)
+        for f, q in zip(frames, quiet):
+            quiet_run = quiet_run + 1 if q else 0
+            probs.append(0.0 if quiet_run > QUIET_RUN else model(f, SAMPLE_RATE).item())
         rest = x[k:]
     if len(rest):
         last = torch.from_numpy(np.pad(rest, (0, WINDOW - len(rest))))[None]

@@ -71,9 +71,12 @@ class ServeOptions:
     max_audio_seconds: float = 3600.0  # decoded length limit (413)
     max_input_samples: int = 1800 * 2 * 48000  # seconds x channels x rate of the upload (413)
     read_timeout: float = 30.0  # seconds to receive a request body (408)
+    header_timeout: float = 10.0  # seconds a new connection has to send its request line and headers
+    max_planning: int = 1  # long uploads being cut into segments (speech detection) at once; others wait, queued
 
     def __post_init__(self) -> None:
-        for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout"):
+        for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout",
+                     "header_timeout", "max_planning"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"serve option {name} must be positive, got {getattr(self, name)}")
         for lang in (self.default_src, self.tgt):
@@ -124,6 +127,7 @@ class Batcher:
         self.cond = threading.Condition()
         self.ids = itertools.count()
         self.batches_run = 0
+        self.reserved = 0  # places taken by requests still being read or segmented
         self.seconds_per_batch = 1.0  # running estimate, for Retry-After
         self._stop = False
         self.thread = threading.Thread(target=self._loop, name="llast-batcher", daemon=True)
@@ -132,12 +136,25 @@ class Batcher:
     def pending_segments(self) -> int:
         return sum(len(j.plan) - j.next for j in self.active.values())
 
-    def submit(self, job: Job) -> Future:
+    def reserve(self) -> None:
+        """Take a place in the queue for a request about to be read and segmented (before any work on
+        its audio), or RequestError 503 + Retry-After if `max_queue` requests are queued or being planned."""
         with self.cond:
-            if len(self.active) >= self.max_queue:
+            if len(self.active) + self.reserved >= self.max_queue:
                 wait = math.ceil(self.seconds_per_batch * (1 + self.pending_segments() / self.decode.batch_size))
-                raise RequestError(503, f"server busy: {len(self.active)} requests are waiting; retry later",
+                raise RequestError(503, f"server busy: {len(self.active) + self.reserved} requests are waiting; retry later",
                                    headers={"Retry-After": str(min(max(wait, 1), 600))})
+            self.reserved += 1
+
+    def release(self) -> None:
+        """Give back a place taken by `reserve` whose request never reached `submit`."""
+        with self.cond:
+            self.reserved -= 1
+
+    def submit(self, job: Job) -> Future:
+        """Queue `job` in the place its request reserved."""
+        with self.cond:
+            self.reserved -= 1
             job.texts = [""] * len(job.plan)
             if not job.plan:
                 job.future.set_result([])
@@ -285,17 +302,21 @@ class BodyLimits:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except Exception:
+        except Exception as e:  # noqa: BLE001 - a bug or an unforeseen input: one log line, a JSON 500, no traceback
             if not state["failed"]:
-                raise
+                log.error("%s %s: internal error: %s: %s", scope.get("client"), scope.get("path"), type(e).__name__,
+                          _quoted(str(e)))
+                if not state["started"]:
+                    state["started"] = True
+                    await self._reply(send, 500, "internal server error", kind="server_error")
         if state["failed"] and not state["started"]:
             await self._reply(send, *state["failed"])
 
     @staticmethod
-    async def _reply(send, status: int, message: str) -> None:
+    async def _reply(send, status: int, message: str, kind: str = "invalid_request_error") -> None:
         import json
 
-        body = json.dumps(_error_body(message)).encode()
+        body = json.dumps(_error_body(message, kind=kind)).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
@@ -321,17 +342,26 @@ def _save_upload(upload, max_bytes: int) -> str:
 
 
 def _plan_job(path: str, src: str, tgt: str, task: str, seg_opts: SegmentOptions, opts: ServeOptions,
-              cancel: threading.Event) -> Job:
-    """Read and segment an uploaded file (runs in a worker thread): a Job, or RequestError for bad audio.
-    Setting `cancel` stops the segmentation of a long file (InterruptedError)."""
+              cancel: threading.Event, gate: threading.Semaphore) -> Job:
+    """Read and segment an uploaded file (runs in a worker thread) exactly as `llast translate` does
+    (llast.segment.plan_segments): a Job, or RequestError for bad audio. A clip within the model's
+    window is read whole; a longer one is cut into speech segments, read back one by one when decoded,
+    after waiting for `gate` (speech detection of long uploads runs `max_planning` at a time). Setting
+    `cancel` stops the waiting and the segmentation (InterruptedError)."""
     try:
         seconds = audio_duration(path)
         if seconds > opts.max_audio_seconds:
             raise RequestError(413, f"audio of {seconds:.0f} s is over the limit of {opts.max_audio_seconds:g} s", "file")
-        plan = plan_segments(path, seg_opts, max_samples=opts.max_input_samples, cancel=cancel)
-        if len(plan) == 1 and plan[0].start == 0.0:  # within the model's limit: decoded as one clip
+        if seconds <= seg_opts.max_seconds + 1e-3:  # plan_segments' own rule: decoded as one clip
             wav = load_audio(path, max_samples=opts.max_input_samples)
-            return Job(src, tgt, task, plan, wav=wav, seconds=seconds)
+            return Job(src, tgt, task, plan_segments(wav, seg_opts), wav=wav, seconds=seconds)
+        while not gate.acquire(timeout=0.25):
+            if cancel.is_set():
+                raise InterruptedError("request cancelled while waiting for speech detection")
+        try:
+            plan = plan_segments(path, seg_opts, max_samples=opts.max_input_samples, cancel=cancel)
+        finally:
+            gate.release()
         return Job(src, tgt, task, plan, path=path, seconds=seconds)
     except LlastError as e:
         message = str(e).replace(path, "uploaded file")
@@ -382,34 +412,55 @@ async def _handle(ctx: dict, request: Request, task: str, file, model, language,
     except LlastError as e:
         raise RequestError(400, f"language: {e}", "language") from None
     tgt = src if task == "transcribe" else opts.tgt
-    path = await run_in_threadpool(_save_upload, file, ctx["max_bytes"])
-    cancel, job, segments = threading.Event(), None, None
+    batcher.reserve()  # a place in the queue before any work on the audio (503 when the queue is full)
+    queued, path, job, segments = False, None, None, None
+    cancel = threading.Event()
     ctx["requests"].add(cancel)
     try:
-        planning = asyncio.ensure_future(run_in_threadpool(_planned, ctx, path, src, tgt, task, ctx["seg_opts"], opts, cancel))
+        path = await run_in_threadpool(_save_upload, file, ctx["max_bytes"])
+        planning = asyncio.ensure_future(run_in_threadpool(
+            _planned, ctx, path, src, tgt, task, ctx["seg_opts"], opts, cancel, ctx["gate"]))
         if await _until_done(request, planning):
             job = planning.result()
-            if await _until_done(request, asyncio.wrap_future(batcher.submit(job))):
-                segments = job.future.result()
+            queued = True
+            decoding = asyncio.wrap_future(batcher.submit(job))
+            if await _until_done(request, decoding):
+                segments = decoding.result()
     except AudioError as e:
-        raise RequestError(400, str(e).replace(path, "uploaded file"), "file") from None
-    except Exception as e:
-        if isinstance(e, RequestError):
-            raise
-        log.error("%s %s: decoding failed: %s", request.client, request.url.path, e)
+        raise RequestError(400, str(e).replace(path or "\0", "uploaded file"), "file") from None
+    except RequestError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one line in the log, a JSON 500 to the client
+        log.error("%s %s: decoding failed: %s", _client(request), request.url.path, _quoted(e))
         raise RequestError(500, f"decoding failed: {e}", kind="server_error") from None
     finally:
-        cancel.set()  # stops a segmentation still running for a client that has gone
+        cancel.set()  # stops a segmentation still running (or waiting) for a client that has gone
+        if not queued:
+            batcher.release()
         if job is not None and segments is None:
             batcher.cancel(job)
         ctx["requests"].discard(cancel)
-        os.unlink(path)  # a segmentation still reading it keeps its open handle
+        if path is not None:
+            os.unlink(path)  # a segmentation still reading it keeps its open handle
     if segments is None:
-        log.info("%s %s: client disconnected; its work is dropped", request.client, request.url.path)
+        log.info("%s %s: client disconnected; its work is dropped", _client(request), request.url.path)
         return JSONResponse(_error_body("client disconnected"), status_code=499)
-    log.info("%s %s model=%s src=%s format=%s: %d segments, %.1f s of audio, %.2f s",
-             request.client, request.url.path, model, src, response_format, len(segments), job.seconds, time.monotonic() - t0)
+    log.info("%s %s model=%s src=%s format=%s: %d segments, %.1f s of audio, %.2f s", _client(request),
+             request.url.path, _quoted(model), _quoted(src), response_format, len(segments), job.seconds,
+             time.monotonic() - t0)
     return _response(segments, response_format, task, src, job.seconds)
+
+
+def _quoted(value, limit: int = 200) -> str:
+    """An untrusted value as it goes into a log line: quoted, escaped (no raw newline can forge a line), cut."""
+    import json
+
+    text = value if isinstance(value, str) or value is None else str(value)
+    return json.dumps(text if text is None or len(text) <= limit else text[:limit] + "...", ensure_ascii=True)
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "-"
 
 
 def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOptions | None = None):
@@ -427,7 +478,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     app = FastAPI(title="llast", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
     max_bytes = int(opts.max_upload_mb * 1024 * 1024)
     ctx = {"opts": opts, "seg_opts": seg_opts, "batcher": batcher, "max_bytes": max_bytes,
-           "requests": set(), "planning": 0, "lock": threading.Lock()}
+           "requests": set(), "planning": 0, "lock": threading.Lock(), "gate": threading.Semaphore(opts.max_planning)}
 
     @app.exception_handler(RequestError)
     async def _request_error(request, exc: RequestError):
@@ -460,12 +511,69 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     async def health():
         return {"status": "ok", "model": opts.model_name, "batches_run": batcher.batches_run,
                 "requests_in_progress": len(ctx["requests"]), "queued_requests": len(batcher.active),
-                "pending_segments": batcher.pending_segments()}
+                "pending_segments": batcher.pending_segments(),
+                "connections_closed_before_headers": ctx["guard"].closed_early if "guard" in ctx else 0}
 
     # The multipart envelope around the file is allowed 64 KiB on top of the file's limit.
     wrapped = BodyLimits(app, max_bytes + 64 * 1024, opts.read_timeout, opts.api_key)
     wrapped.fastapi, wrapped.batcher, wrapped.ctx = app, batcher, ctx
     return wrapped
+
+
+class HeaderGuard:
+    """New connections until their request headers are in: each gets `timeout` seconds for them; at most
+    `max_pending` such connections are open (and `per_client` from one address); beyond that the oldest
+    is closed. So clients that connect and send nothing (or never finish their headers) cannot fill the
+    server's connection cap (uvicorn's limit_concurrency, which counts every open connection): a new
+    connection always gets its chance, and only idle half-open ones are dropped. uvicorn has no header
+    timeout of its own (its keep-alive timeout starts after a first response)."""
+
+    def __init__(self, timeout: float, max_pending: int, per_client: int):
+        self.timeout, self.max_pending, self.per_client = timeout, max_pending, per_client
+        self.pending: collections.OrderedDict = collections.OrderedDict()  # protocol -> client host, oldest first
+        self.closed_early = 0  # connections closed by the guard (timeout or eviction), for /health
+
+    def opened(self, protocol, host: str) -> None:
+        self.pending[protocol] = host
+        protocol.loop.call_later(self.timeout, self._expire, protocol)
+        same = [p for p, h in self.pending.items() if h == host]
+        if len(same) > self.per_client:
+            self._close(same[0])
+        while len(self.pending) > self.max_pending:
+            self._close(next(iter(self.pending)))
+
+    def done(self, protocol) -> None:
+        self.pending.pop(protocol, None)
+
+    def _expire(self, protocol) -> None:
+        if protocol in self.pending:
+            self._close(protocol)
+
+    def _close(self, protocol) -> None:
+        self.pending.pop(protocol, None)
+        self.closed_early += 1
+        protocol.transport.close()
+
+
+def guarded_protocol(guard: HeaderGuard) -> type:
+    """uvicorn's h11 protocol, reporting each connection to `guard` until its first request's headers are in."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            guard.opened(self, self.client[0] if self.client else "-")
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.scope is not None or self.transport.is_closing():  # headers in (or the connection answered)
+                guard.done(self)
+
+        def connection_lost(self, exc) -> None:
+            guard.done(self)
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
 
 
 class Server:
@@ -477,13 +585,17 @@ class Server:
 
         import uvicorn
 
+        opts = opts or ServeOptions()
         self.app = create_app(translator, opts, seg_opts)
+        self.guard = HeaderGuard(opts.header_timeout, max_pending=max(1, max_connections // 2),
+                                 per_client=max(1, max_connections // 8))
+        self.app.ctx["guard"] = self.guard
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level=log_level, lifespan="on",
+            self.app, log_level=log_level, lifespan="on", http=guarded_protocol(self.guard),
             timeout_keep_alive=5,  # idle keep-alive connections are closed after 5 s
             limit_concurrency=max_connections,  # connections + requests in flight; beyond: 503
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers

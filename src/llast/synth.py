@@ -35,6 +35,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from llast import outdir
 from llast.audio import SAMPLE_RATE
 from llast.errors import DataError
 
@@ -380,7 +381,7 @@ def synthesize_corpus(
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
-    out = Path(out_dir)
+    out = outdir.check(out_dir, "synth")  # a folder of the user's is refused before any work
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     if any(n < 0 for n in sizes.values()) or sum(sizes.values()) == 0:
         raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {n_train}, dev {n_dev}, test {n_test})")
@@ -410,7 +411,7 @@ def synthesize_corpus(
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
 
     chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed, synthetic=synthetic, exclude=excluded)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.claim(out, "synth")
     marker.unlink(missing_ok=True)
 
     jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits)

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import set_seed
+
+from llast import outdir
 from tqdm import tqdm
 
 from llast.audio import SAMPLE_RATE
@@ -419,8 +421,7 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     """Train as `cfg` says; returns the final checkpoint directory (out_dir/final)."""
     validate(cfg)  # also for a Config built or changed in Python
     tc, out_dir = cfg.train, Path(cfg.train.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CheckpointError(f"train.out_dir: {out_dir} exists and is not a folder")
+    outdir.check(out_dir, "train", "train.out_dir")  # a folder of the user's is refused before any work
     accelerator = _accelerator(cfg)
     main, world = accelerator.is_main_process, accelerator.num_processes
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
@@ -452,7 +453,9 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     else:
         pos = _Position()
         set_seed(tc.seed, device_specific=True)  # seed + rank: dropout masks differ between ranks
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        outdir.claim(out_dir, "train", "train.out_dir")
+    accelerator.wait_for_everyone()
     logger = _Logger(out_dir, main, start_step=pos.step)
 
     model.train()
