@@ -96,3 +96,21 @@ def test_too_long(tmp_path):
     assert len(load_audio(path, max_seconds=3.0)) == pytest.approx(3 * SAMPLE_RATE, abs=2)
     # A segment of a long file is judged by the segment's length.
     assert len(load_audio(path, offset=1.0, duration=1.5, max_seconds=2.0)) == pytest.approx(1.5 * SAMPLE_RATE, abs=2)
+
+
+def test_flac_whose_header_gives_no_length(tmp_path):
+    """A FLAC streamed without seeking back has total_samples = 0 in its STREAMINFO: libsndfile then reports
+    2**63 - 1 frames (and soundfile cannot read it to its end). A clear error saying so, not "5.8e14 s"."""
+    from llast.audio import stream_audio
+
+    x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(2.5 * SAMPLE_RATE)) / SAMPLE_RATE)).astype(np.float32)
+    sf.write(tmp_path / "a.flac", x, SAMPLE_RATE, subtype="PCM_16")
+    b = bytearray((tmp_path / "a.flac").read_bytes())
+    assert b[:4] == b"fLaC"
+    b[21] &= 0xF0  # STREAMINFO's 36-bit total_samples: the low 4 bits of byte 21 and bytes 22-25
+    b[22:26] = bytes(4)
+    (tmp_path / "piped.flac").write_bytes(bytes(b))
+    assert sf.info(str(tmp_path / "piped.flac")).frames > 2**40  # the header really gives no length
+    for read in (audio_duration, load_audio, lambda p: list(stream_audio(p))):
+        with pytest.raises(AudioError, match="piped.flac: its header gives no length.*re-encode"):
+            read(tmp_path / "piped.flac")

@@ -360,3 +360,34 @@ def test_plan_cli_engines_and_largest_batch(tmp_path, tiny_dirs, capsys):
     assert rc == 0 and "zero2" in out.out and "largest batch" in out.out and "ddp" not in out.out
     rc, out = _run_cli(["plan", str(yaml_path), "--audio-seconds", "45"], capsys)
     assert rc == 1 and "--audio-seconds" in out.err
+
+
+def test_import_xtuner_takes_overrides_after_options_and_keeps_a_users_folder(tmp_path, tiny_dirs, capsys):
+    llm_dir = _released_llm(tmp_path / "llm")
+    speech_encoder, llm, projector = _released_modules(tiny_dirs["whisper"], llm_dir)
+    ckpt = tmp_path / "states.pt"
+    _write_released_checkpoint(ckpt, speech_encoder, llm, projector)
+    (tmp_path / "cfg.yaml").write_text(json.dumps({"model": {"encoder": {"name": str(tiny_dirs["whisper"]), "lora": {"r": 4, "alpha": 8}},
+                                                             "llm": {"name": str(llm_dir), "lora": {"r": 4, "alpha": 8}}}}))
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.txt").write_text("mine")
+    argv = ["import", "xtuner", str(ckpt), "--config", str(tmp_path / "cfg.yaml"), "--out"]
+    rc, printed = _run_cli(argv + [str(precious), "train.mixed_precision=no"], capsys)
+    assert rc == 1 and "--out" in printed.err and "not empty" in printed.err
+    assert sorted(p.name for p in precious.iterdir()) == ["sub", "thesis.txt"] and (precious / "thesis.txt").read_text() == "mine"
+    rc, printed = _run_cli(argv + [str(tmp_path / "o"), "train.mixed_precision=no", "train.lr=1e-4"], capsys)
+    assert rc == 0, printed.err
+    from llast.checkpoint import read_checkpoint_config
+
+    cfg = read_checkpoint_config(tmp_path / "o")
+    assert cfg.train.mixed_precision == "no" and cfg.train.lr == 1e-4
+
+
+def test_mixed_precision_no_in_yaml_and_as_override(tmp_path):
+    """YAML 1.1 reads a bare `no` as false; for train.mixed_precision it means the documented "no"."""
+    (tmp_path / "c.yaml").write_text("train:\n  mixed_precision: no\n")
+    assert load_config(tmp_path / "c.yaml").train.mixed_precision == "no"
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.objective"):
+        load_config(None, ["train.objective=no"])  # elsewhere `no` stays what it was: not a valid choice

@@ -156,3 +156,29 @@ def test_srt_and_vtt_parse_back():
     assert render(segs, "text") == "Hello there. Line --> two\nwith  space\n"
     with pytest.raises(ValueError, match="docx"):
         render(segs, "docx")
+
+
+def test_digital_silence_is_not_run_through_the_model(monkeypatch):
+    """Ten minutes of zeros cost QUIET_RUN model calls, not 18,750 (an hour-long silent upload must be cheap);
+    frames of speech and of low noise (1e-3) still go through the model."""
+    from llast import segment as seg
+
+    model = seg._vad_model()
+    calls = []
+
+    class Counting:
+        def reset_states(self):
+            model.reset_states()
+
+        def __call__(self, x, sr):
+            calls.append(1)
+            return model(x, sr)
+
+    monkeypatch.setattr(seg, "_vad_model", Counting)
+    probs, n = seg.speech_probs([np.zeros(16000 * 600, np.float32)])
+    assert n == 16000 * 600 and len(probs) == n // seg.WINDOW and probs.max() < 0.1 and not probs[seg.QUIET_RUN:].any()
+    assert len(calls) == seg.QUIET_RUN
+    calls.clear()
+    wav, truth = concatenated()
+    probs, _ = seg.speech_probs([wav])
+    assert len(calls) == len(probs)  # low noise between sentences is above QUIET_LEVEL: every frame is scored

@@ -394,3 +394,133 @@ def test_a_failing_request_does_not_fail_its_batch(translator):
 def test_cli_serve_defaults_to_localhost():
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert args.host == "127.0.0.1" and args.api_key is None and args.default_src is None
+
+
+# ----------------------------------------------------------------------------- issue #32: the server stays up
+
+
+def _speech_then_silence(seconds: float) -> np.ndarray:
+    """A read sentence at 0.0 s, then digital silence up to `seconds` (a voicemail)."""
+    from test_segment import speech_clips
+
+    speech = speech_clips()[0]
+    return np.concatenate([speech, np.zeros(int(seconds * 16000) - len(speech), np.float32)])
+
+
+@pytest.mark.parametrize("seconds", [55.0, 3605.0])
+def test_speech_then_silence_is_segmented_as_translate_does(translator, tmp_path, server_errors, seconds):
+    """Speech at 0.0 s then silence, longer than the model's window: 200 with the segments and texts of
+    `Translator.translate` (the same llast.segment plan), not a 500 for decoding it whole. The hour-long
+    one passes the default limits (an hour of audio, 6 h x 2 x 48 kHz samples); its silence is not run
+    through the speech detector (llast.segment.QUIET_LEVEL)."""
+    path = tmp_path / "voicemail.flac"
+    sf.write(path, _speech_then_silence(seconds), 16000, format="FLAC", subtype="PCM_16")
+    opts = ServeOptions(api_key=KEY, default_src="fr", max_audio_seconds=3700)
+    srv = Server(translator, port=0, opts=opts, log_level="warning").start()
+    try:
+        code, _, body = _post(srv, "/v1/audio/translations", {"response_format": "verbose_json"},
+                              ("voicemail.flac", path.read_bytes()))
+    finally:
+        srv.stop()
+    assert code == 200, body
+    expected = translator.translate(path, src="fr", segments=True)
+    got = json.loads(body)["segments"]
+    assert len(got) == len(expected) >= 1 and got[0]["start"] < 1.0
+    assert [(s["start"], s["end"], s["text"]) for s in got] == [(e.start, e.end, e.text) for e in expected]
+    assert json.loads(body)["duration"] == pytest.approx(seconds, abs=0.01)
+    assert not server_errors
+
+
+def test_half_open_connections_do_not_starve_a_client_with_the_key(translator, server_errors):
+    """Connections that never finish their headers (no key, nothing sent, or half a request line) are
+    closed after header_timeout, and beyond a share of the connection cap the oldest is closed: /health
+    and a valid translation still answer while 3x the cap of them is open."""
+    opts = ServeOptions(api_key=KEY, default_src="fr", header_timeout=30.0)
+    srv = Server(translator, port=0, opts=opts, max_connections=32, log_level="warning").start()
+    sockets = []
+    try:
+        for i in range(96):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            if i % 2:
+                s.sendall(b"POST /v1/audio/translations HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            sockets.append(s)
+        assert _health(srv)["status"] == "ok"
+        code, _, body = _post(srv, "/v1/audio/translations", {}, ("a.wav", _wav(tiny.clip(0.8))))
+        assert code == 200, body
+        assert _health(srv)["connections_closed_before_headers"] >= 96 - 16
+    finally:
+        for s in sockets:
+            s.close()
+        srv.stop()
+
+
+def test_header_timeout_closes_a_silent_connection(translator):
+    srv = Server(translator, port=0, opts=ServeOptions(header_timeout=0.5), log_level="warning").start()
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\n")  # never finished
+        assert s.recv(100) == b""  # closed by the server after 0.5 s (a hang would end in the 10 s socket timeout)
+        s.close()
+    finally:
+        srv.stop()
+
+
+def test_an_unauthenticated_request_is_answered_and_its_connection_closed(server):
+    s = _raw(server, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = b""
+    while chunk := s.recv(4096):  # the server closes the connection after its 401
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 401") and b"connection: close" in reply.lower()
+    s.close()
+
+
+def test_oversized_request_headers_get_400(server):
+    s = _raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert s.recv(100).split(b"\r\n")[0] in (b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 431 Request Header Fields Too Large")
+    s.close()
+
+
+def test_log_lines_quote_untrusted_fields(server):
+    """A form field holding a newline cannot forge a line in the server's log."""
+    import logging
+
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    log = logging.getLogger("llast.serve")
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        code, _, body = _post(server, "/v1/audio/translations", {"language": "fr", "model": "m\n2026-01-01 FORGED llast ok"},
+                              ("a.wav", _wav(tiny.clip(0.6))))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert code == 200, body
+    lines = [r.getMessage() for r in records]
+    assert any("FORGED" in line for line in lines)
+    assert all("\n" not in line for line in lines), lines
+
+
+def test_speech_detection_waits_in_the_queue(translator):
+    """A long upload takes its place in the queue before its speech detection runs: with max_queue=1 and
+    one long upload held in planning, a second request gets 503 at once instead of more work."""
+    gate = threading.Semaphore(0)  # holds the long upload's speech detection
+    srv = Server(translator, port=0, opts=ServeOptions(default_src="fr", max_queue=1), log_level="warning").start()
+    srv.app.ctx["gate"] = gate
+    try:
+        long = _wav(_speech_then_silence(40.0))
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_post, srv, "/v1/audio/translations", {}, ("long.wav", long), None)
+            deadline = time.monotonic() + 30
+            while srv.app.batcher.reserved == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            code, headers, body = _post(srv, "/v1/audio/translations", {}, ("a.wav", _wav(tiny.clip(0.7))), None)
+            assert code == 503 and "busy" in body
+            gate.release()
+            assert first.result()[0] == 200
+        assert srv.app.batcher.reserved == 0
+    finally:
+        gate.release()
+        srv.stop()

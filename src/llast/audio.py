@@ -31,29 +31,17 @@ BLOCK_SECONDS = 20.0  # stream_audio decodes this much at a time
 #   bound is on decoding time: 6 h of 48 kHz stereo.
 MAX_DECODE_SAMPLES = 2**28
 MAX_INPUT_SAMPLES = 6 * 3600 * 2 * 48000
-# libsndfile reports a huge frame count (2**59 and more) for a stream whose header gives no length (a
-# FLAC written without seeking back): such a file's frames are counted by decoding it, up to a bound.
+# libsndfile reports 2**63 - 1 frames for a FLAC whose header gives no length (total_samples 0: written to
+# a pipe); reading such a file to its end then fails inside soundfile (it seeks after every read).
 UNKNOWN_FRAMES = 2**40
 
 
-def _frames(f: sf.SoundFile, path, max_samples: int | None = MAX_INPUT_SAMPLES) -> int:
-    """The number of frames of open file `f`: from the header, or counted by decoding when the header
-    does not say (then at most `max_samples` frames x channels are decoded; more is an AudioError)."""
-    if f.frames < UNKNOWN_FRAMES:
-        return f.frames
-    limit = MAX_INPUT_SAMPLES if max_samples is None else max_samples
-    n, block = 0, max(1, int(BLOCK_SECONDS * f.samplerate))
-    f.seek(0)
-    while True:
-        got = len(f.read(block, dtype="float32", always_2d=True))
-        if got == 0:
-            break
-        n += got
-        if n * f.channels > limit:
-            raise AudioError(f"{path}: its header gives no length, and it holds more than the limit of {limit:.3g} "
-                             "samples (seconds x channels x rate)")
-    f.seek(0)
-    return n
+def _frames(f: sf.SoundFile, path) -> int:
+    """The number of frames of open file `f`, from its header; AudioError if the header does not say."""
+    if f.frames >= UNKNOWN_FRAMES:
+        raise AudioError(f"{path}: its header gives no length (a FLAC streamed to a pipe?); re-encode it, e.g. "
+                         f"sox in.flac out.flac or ffmpeg -i in.flac out.flac")
+    return f.frames
 
 
 def check_length(n_samples: int, where: str) -> None:
@@ -115,7 +103,7 @@ def stream_audio(
         sr, channels = f.samplerate, f.channels
         start = int(round(offset * sr))
         try:
-            n_frames = _frames(f, path, max_samples)
+            n_frames = _frames(f, path)
         except AudioError:
             raise
         except Exception as e:
@@ -178,7 +166,7 @@ def load_audio(
             sr = f.samplerate
             start = int(round(offset * sr))
             frames = -1 if duration is None else int(round(duration * sr))
-            n_frames = _frames(f, path, max_samples)
+            n_frames = _frames(f, path)
             seconds = (n_frames - start if frames < 0 else frames) / sr
             # Check the length before decoding, so a 2-hour file is rejected without reading it.
             if max_seconds is not None and seconds > max_seconds + 1e-3:

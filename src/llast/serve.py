@@ -18,9 +18,16 @@ OpenAI's clients work unchanged: ``OpenAI(base_url="http://127.0.0.1:8000/v1", a
   a 10-minute one. A request whose segment fails to decode gets its own error; the batch's others
   are decoded without it.
 - Limits: upload size (413), decoded length and duration x channels x rate (413), waiting requests
-  (503 + Retry-After), seconds to send the request body (408), open connections (uvicorn's
-  limit_concurrency: 503). Bad audio or fields: 400 or 422, with an OpenAI-style error body.
-  A client that disconnects has its remaining segments dropped, without a traceback.
+  (503 + Retry-After; a request takes its place before its audio is read or segmented, and long
+  uploads' speech detection runs `max_planning` at a time), seconds to send the request body (408),
+  request line + headers (64 KiB: 431), seconds to send the headers (`header_timeout`: closed), open
+  connections (uvicorn's limit_concurrency: 503). Connections whose headers are not in yet are bounded
+  apart (HeaderGuard), so clients without a key cannot fill the connection cap; the API key is checked
+  before the body is read, and a 401 closes its connection. Bad audio or fields: 400 or 422, with an
+  OpenAI-style error body; any other failure is a JSON 500 and one log line (no traceback).
+  Untrusted values are quoted in the log. A client that disconnects has its remaining segments dropped.
+- Every upload is segmented as `llast translate` segments a file (llast.segment.plan_segments): a clip
+  within the model's window is decoded whole, a longer one as speech segments read back one by one.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
 from llast.subtitles import joined_text, render, to_dicts
 
 log = logging.getLogger("llast.serve")
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers (431 beyond)
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
@@ -264,7 +272,11 @@ class BodyLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(len(k) + len(v) + 4 for k, v in raw_headers)
+        if size > MAX_HEADER_BYTES:  # h11 limits only headers that arrive in pieces; one big read passes it
+            return await self._reply(send, 431, f"request line and headers of {size} bytes are over the limit of {MAX_HEADER_BYTES}")
+        headers = dict(raw_headers)
         if self.expected is not None and scope["path"].startswith("/v1/"):
             # Checked before the body is read: an unauthenticated client cannot make the server parse uploads.
             if not secrets.compare_digest(headers.get(b"authorization", b""), self.expected):
@@ -598,7 +610,7 @@ class Server:
             self.app, log_level=log_level, lifespan="on", http=guarded_protocol(self.guard),
             timeout_keep_alive=5,  # idle keep-alive connections are closed after 5 s
             limit_concurrency=max_connections,  # connections + requests in flight; beyond: 503
-            h11_max_incomplete_event_size=64 * 1024,  # request line + headers
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # request line + headers, while they arrive
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
