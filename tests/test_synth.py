@@ -145,3 +145,48 @@ def test_exclude_keeps_another_corpus_dev_and_test_out(corpus, tmp_path):
     assert "exclude" in json.loads((big / "synth.json").read_text())["params"]
     with pytest.raises(DataError, match="missing.tsv: file not found"):
         synth.excluded_sentences([tmp_path / "missing.tsv"])
+
+
+def test_people_augmentation_changes_only_the_sound(corpus, tmp_path):
+    """--people 1: the same sentences, names and voices, other audio (speed, tilt, channel); 0 leaves a corpus
+    byte-identical to one made before the option existed (its draws come from a stream of their own)."""
+    import numpy as np
+
+    out, _ = corpus
+    people = tmp_path / "p"
+    synth.synthesize_corpus(people, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, workers=2, people=1.0)
+    for tsv in out.glob("*.tsv"):
+        assert (people / tsv.name).read_bytes() == tsv.read_bytes()
+    changed = 0
+    for clip in sorted((out / "fr" / "clips_16k").glob("*.wav")):
+        a, b = sf.read(clip)[0], sf.read(people / "fr" / "clips_16k" / clip.name)[0]
+        assert np.isfinite(b).all() and np.abs(b).max() > 0.01
+        changed += len(a) != len(b) or not np.allclose(a, b, atol=1e-3)
+    assert changed >= 6
+    assert json.loads((people / "synth.json").read_text())["params"]["people"] == 1.0
+    with pytest.raises(DataError, match="people"):
+        synth.synthesize_corpus(tmp_path / "bad", ["fr-en"], **SIZES, people=1.5)
+
+
+def test_channels_of_the_people_augmentation():
+    import numpy as np
+
+    t = np.arange(16000) / 16000
+    x = 0.3 * (np.sin(2 * np.pi * 200 * t) + np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 5000 * t))
+
+    def level(y, f):
+        spec = np.abs(np.fft.rfft(y[2000:14000] * np.hanning(12000)))
+        return spec[int(f * 12000 / 16000)]
+
+    phone = synth._telephone(x)
+    assert len(phone) == len(x)
+    assert level(phone, 5000) < 0.01 * level(x, 5000)  # above the 3.4 kHz band: gone
+    assert level(phone, 200) < 0.5 * level(x, 200)  # under the 300 Hz high-pass: down
+    assert level(phone, 1000) > 0.5 * level(x, 1000)  # in the band: kept
+    faster = synth._speed(x, 1.1)
+    assert abs(len(faster) - len(x) / 1.1) < 2
+    tilted = synth._tilt(x, 4.0)
+    assert level(tilted, 5000) / level(tilted, 200) > level(x, 5000) / level(x, 200)
+    for codec in synth.CODECS:
+        y = synth._codec(x, codec)
+        assert len(y) == len(x) and level(y, 5000) < 0.1 * level(x, 5000) and level(y, 1000) > 0.2 * level(x, 1000), codec

@@ -44,6 +44,9 @@ def _add_data(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--noise", type=float, default=0.3, help="fraction of clips with added noise")
     s.add_argument("--reverb", type=float, default=0.3, help="fraction of clips in a synthetic room (reverberation)")
+    s.add_argument("--people", type=float, default=0.0,
+                   help="fraction of clips made to sound like recordings of people: speed perturbation, spectral "
+                        "tilt, a telephone band or a lossy codec (default 0)")
     s.add_argument("--no-apertium", dest="synthetic", action="store_false",
                    help="human sentence pairs only (default: Apertium-made fr/es/it sources fill the train split)")
     s.add_argument("--splits", default="train,dev,test",
@@ -76,6 +79,7 @@ def _run_data(args) -> int:
             splits=tuple(x.strip() for x in args.splits.split(",") if x.strip()),
             exclude=args.exclude,
             workers=args.workers,
+            people=args.people,
         )
         return 0
     from llast import data

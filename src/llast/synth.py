@@ -305,12 +305,76 @@ def _reverberate(x: np.ndarray, rt60: float, wet: float, rng: np.random.Generato
     return y * (np.abs(x).max() / (np.abs(y).max() + 1e-12))
 
 
+# What real recordings do to a voice that espeak-ng never does, for a `people` fraction of clips: speed
+# perturbation (pitch, formants and rate together, as Kaldi's 0.9/1.1 recipe), a spectral tilt (other
+# microphones and mouths), and the channel: a telephone band at 8 kHz with mu-law, or a lossy codec
+# through sox (AMR-NB, OKI ADPCM, Ogg Vorbis at its lowest quality).
+CODECS = ("amr-nb", "vox", "ogg")
+
+
+def _speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """`x` played `factor` times faster (pitch and formants up by `factor`), still at 16 kHz."""
+    return soxr.resample(x, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE).astype(np.float64)
+
+
+def _tilt(x: np.ndarray, db_per_octave: float) -> np.ndarray:
+    """`x` with its spectrum tilted by `db_per_octave` around 1 kHz (from 100 Hz up)."""
+    spec = np.fft.rfft(x)
+    f = np.maximum(np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE), 100.0)
+    y = np.fft.irfft(spec * 10 ** (db_per_octave * np.log2(f / 1000.0) / 20), len(x))
+    return y * (np.abs(x).max() / (np.abs(y).max() + 1e-12))
+
+
+def _telephone(x: np.ndarray) -> np.ndarray:
+    """`x` through a telephone line: 8 kHz (band to 3.4 kHz), 300 Hz high-pass, 8-bit mu-law, back to 16 kHz."""
+    y = soxr.resample(x, SAMPLE_RATE, 8000)
+    spec = np.fft.rfft(y)
+    f = np.fft.rfftfreq(len(y), 1 / 8000)
+    spec *= 1 / (1 + (300.0 / np.maximum(f, 1.0)) ** 4) * (f < 3400)
+    y = np.fft.irfft(spec, len(y))
+    peak = np.abs(y).max() + 1e-12
+    mu = np.sign(y / peak) * np.log1p(255 * np.abs(y / peak)) / np.log(256)  # mu-law, 8 bits
+    y = np.sign(np.round(mu * 127) / 127) * np.expm1(np.abs(np.round(mu * 127) / 127) * np.log(256)) / 255 * peak
+    return soxr.resample(y, 8000, SAMPLE_RATE)[: len(x)].astype(np.float64)
+
+
+def _codec(x: np.ndarray, codec: str) -> np.ndarray:
+    """`x` encoded with `codec` (one of CODECS, at 8 kHz) by sox and decoded back to 16 kHz."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="llast-codec-") as tmp:
+        wav, coded, back = (Path(tmp) / n for n in ("in.wav", f"c.{codec}", "out.wav"))
+        sf.write(str(wav), np.clip(x, -1, 1).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        quality = ["-C", "-1"] if codec == "ogg" else []
+        for cmd in (["sox", str(wav), "-r", "8000", "-c", "1", *quality, "-t", codec, str(coded)],
+                    ["sox", "-t", codec, "-r", "8000", "-c", "1", str(coded), "-r", str(SAMPLE_RATE), str(back)]):
+            proc = subprocess.run(cmd, capture_output=True, timeout=60)
+            if proc.returncode != 0:
+                raise DataError(f"sox {codec} failed: {proc.stderr.decode(errors='replace').strip()}")
+        y, _ = sf.read(str(back), dtype="float64")
+    return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+
+
+def _like_people(x: np.ndarray, p: dict) -> np.ndarray:
+    """The channel part of the people augmentation (the speed part is applied before silences and rooms)."""
+    if p["tilt"]:
+        x = _tilt(x, p["tilt"])
+    if p["channel"] == "telephone":
+        x = _telephone(x)
+    elif p["channel"] in CODECS:
+        x = _codec(x, p["channel"])
+    return x
+
+
 def _render(job: dict) -> float:
     """Speak one clip, post-process it and write it (temp name, then rename). Returns its seconds."""
     x, sr = _espeak(job["text"], job["voice"], job["speed"], job["pitch"])
     if not np.any(np.abs(x) > 1e-4):
         raise DataError(f"espeak-ng produced silence for {job['text']!r} ({job['voice']})")
     x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float64)
+    people = job.get("people")
+    if people is not None and people["speed"] != 1.0:
+        x = _speed(x, people["speed"])
     rng = np.random.default_rng(job["noise_seed"])
     x = x / (np.abs(x).max() + 1e-9) * job["peak"]
     lead, trail = (int(s * SAMPLE_RATE) for s in job["silence"])
@@ -321,6 +385,8 @@ def _render(job: dict) -> float:
         noise = _pink(len(x), rng) if job["pink"] else rng.standard_normal(len(x))
         speech_rms = np.sqrt(np.mean(x[lead : len(x) - trail] ** 2))
         x = x + noise * speech_rms / (10 ** (job["snr_db"] / 20))
+    if people is not None:
+        x = _like_people(x, people)
     x = np.clip(x, -1.0, 1.0).astype(np.float32)
     out = Path(job["path"])
     tmp = out.with_name(out.name + ".part")
@@ -330,9 +396,10 @@ def _render(job: dict) -> float:
 
 
 def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: float, split: str = "train",
-              reverb: float = 0.0) -> dict:
+              reverb: float = 0.0, people: float = 0.0) -> dict:
     """The voice and post-processing of one clip, drawn from (seed, clip name) only: deterministic.
-    The voice variant comes from the split's own set (VARIANTS)."""
+    The voice variant comes from the split's own set (VARIANTS). The people augmentation is drawn from a
+    stream of its own, so a corpus without it is the same as before it existed."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     variants = VARIANTS[split]
     variant = variants[rng.integers(len(variants))]
@@ -351,7 +418,16 @@ def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: flo
         "pink": bool(rng.random() < 0.5),
         "noise_seed": [seed, zlib.crc32(name.encode()), 1],
         "path": str(path),
+        "people": _people_job(np.random.default_rng([seed, zlib.crc32(name.encode()), 2]), people),
     }
+
+
+def _people_job(rng: np.random.Generator, fraction: float) -> dict | None:
+    if not rng.random() < fraction:
+        return None
+    channel = rng.choice(["none", "telephone", *CODECS], p=[0.4, 0.3, 0.1, 0.1, 0.1])
+    return {"speed": float(rng.choice([0.9, 1.0, 1.1])) if rng.random() < 0.8 else float(rng.uniform(0.85, 1.15)),
+            "tilt": float(rng.uniform(-4, 4)) if rng.random() < 0.7 else 0.0, "channel": str(channel)}
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -370,6 +446,7 @@ def synthesize_corpus(
     synthetic: bool = True,
     splits: tuple[str, ...] = SPLITS,
     exclude: list[str | Path] = (),
+    people: float = 0.0,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
@@ -378,6 +455,8 @@ def synthesize_corpus(
     on which splits are rendered, so e.g. a corpus's test split can be rebuilt alone, exactly).
     `exclude`: CoVoST TSVs whose sentences (either side) this corpus never uses, e.g. a training corpus
     larger than another one whose dev and test it must keep out (`excluded_sentences`).
+    `people`: fraction of clips made to sound less like espeak-ng and more like recordings of people
+    (speed perturbation, spectral tilt, telephone band or a lossy codec: `_like_people`).
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
@@ -387,7 +466,7 @@ def synthesize_corpus(
         raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {n_train}, dev {n_dev}, test {n_test})")
     if not directions:
         raise DataError("synth: no directions given")
-    for what, frac in (("noise", noise), ("reverb", reverb)):
+    for what, frac in (("noise", noise), ("reverb", reverb), ("people", people)):
         if not 0.0 <= frac <= 1.0:
             raise DataError(f"synth: {what} is a fraction of clips, got {frac}")
     directions = list(dict.fromkeys(directions))
@@ -399,6 +478,8 @@ def synthesize_corpus(
               "reverb": reverb, "synthetic": synthetic}
     if splits != SPLITS:
         params["splits"] = list(splits)
+    if people:
+        params["people"] = people
     excluded = excluded_sentences(list(exclude))
     if exclude:  # the sentences, not the file names, decide the corpus
         params["exclude"] = hashlib.sha1("\n".join(sorted(excluded)).encode()).hexdigest()
@@ -414,7 +495,7 @@ def synthesize_corpus(
     outdir.claim(out, "synth")
     marker.unlink(missing_ok=True)
 
-    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits)
+    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits, people)
     start = time.time()
     seconds = _render_all(jobs, workers)
     for (src, tgt, split), table in rows.items():
@@ -452,7 +533,7 @@ def _complete_corpus(out: Path, parsed: list, splits: tuple[str, ...], params: d
 
 
 def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, reverb: float,
-                splits: tuple[str, ...]) -> tuple[list[dict], dict]:
+                splits: tuple[str, ...], people: float = 0.0) -> tuple[list[dict], dict]:
     """(render jobs of the clips of `splits`, TSV rows per (src, tgt, split)). One clip per (source language,
     sentence), shared by directions with the same source; names and voices do not depend on `splits`."""
     clip_of: dict[tuple[str, str], tuple[str, str]] = {}  # (src, normalised text) -> (clip name, voice)
@@ -469,7 +550,7 @@ def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, 
                 if key not in clip_of:
                     name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
                     counts[src] = counts.get(src, 0) + 1
-                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb)
+                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb, people)
                     if split in splits:
                         jobs.append(job)
                     clip_of[key] = (name, job["voice"])
