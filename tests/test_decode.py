@@ -446,3 +446,20 @@ def test_cli_dtype_option_reaches_the_model(ckpt, tmp_path, capsys):
     assert json.loads((out / "score.json").read_text())["meta"]["dtype"] == "torch.bfloat16"
     assert main(["evaluate", "--model", str(ckpt), "--data", data, "--out", str(out), "--dtype", "float32"]) == 0
     assert json.loads((out / "score.json").read_text())["meta"]["dtype"] == "torch.float32"
+
+
+def test_evaluate_progress_counts_clips_with_a_fixed_total():
+    """Long clips cut into segments: the bar's total stays the number of clips (it was raised mid-run)."""
+    from types import SimpleNamespace
+
+    from llast.evaluate import _clip_progress
+
+    bar = SimpleNamespace(n=0, total=2)
+    bar.update = lambda k: setattr(bar, "n", bar.n + k)
+    on_batch, finish = _clip_progress(bar, n_clips=2, n_segments=5)
+    seen = []
+    for n in (2, 2, 1):
+        on_batch(n)
+        seen.append(bar.n)
+    finish()
+    assert seen == [0, 1, 2] and bar.n == 2 and bar.total == 2

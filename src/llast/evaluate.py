@@ -210,7 +210,9 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
                     pending, opts, (src, tgt, task), skip_bad, skipped, bar, audio_seconds)
                 segment_heard: list[str] = []
                 extra = {"heard": segment_heard} if listens else {}
-                segment_texts = generate(examples, on_batch=bar.update, **extra) if examples else []
+                on_batch, credit = _clip_progress(bar, len(chunk), len(examples))
+                segment_texts = generate(examples, on_batch=on_batch, **extra) if examples else []
+                credit()  # every clip of the chunk is done
                 texts = _join_segments(segment_texts, owner, len(chunk))
                 if listens:
                     if len(segment_heard) != len(examples):
@@ -252,6 +254,22 @@ def evaluate(generate, sets, out_dir: str | Path, lowercase: bool = False, skip_
     return scores
 
 
+def _clip_progress(bar, n_clips: int, n_segments: int):
+    """(on_batch, finish) for a chunk of `n_clips` clips cut into `n_segments` segments: the bar counts
+    clips (its total never changes), advanced in proportion to the segments decoded."""
+    state = {"segments": 0, "credited": 0}
+
+    def advance(clips: int) -> None:
+        bar.update(clips - state["credited"])
+        state["credited"] = clips
+
+    def on_batch(n: int) -> None:
+        state["segments"] += n
+        advance(min(n_clips, state["segments"] * n_clips // max(n_segments, 1)))
+
+    return on_batch, lambda: advance(n_clips)
+
+
 def _join_segments(segment_texts: list[str], owner: list[int], n: int) -> list[str]:
     """The text of each of n samples from the texts of its segments (`owner`: the sample of each)."""
     parts: list[list[str]] = [[] for _ in range(n)]
@@ -284,8 +302,6 @@ def _next_chunk(pending: list, opts: SegmentOptions, direction: tuple[str, str, 
         chunk.append(s)
         examples += [Example(a, *direction) for a in audios]
         owner += [len(chunk) - 1] * len(audios)
-        if len(audios) != 1:
-            bar.total += len(audios) - 1
     return chunk, examples, owner, error, audio_seconds
 
 
