@@ -60,6 +60,22 @@ def test_shipped_name_resolves_and_names_missing_models(tiny_dirs, tmp_path, mon
     assert assets.resolve_checkpoint(str(ckpt)) == ckpt  # paths pass through
 
 
+def test_export_ship_of_the_bundled_name(tiny_dirs, tmp_path, monkeypatch):
+    """`llast export --ship --model NAME` takes a shipped model's name as every other command does, and a
+    user's `OUT.tmp/` beside the output is left alone (issue #32)."""
+    from llast.cli import main
+
+    ckpt, _, _ = _trained_tiny(tiny_dirs, tmp_path)
+    shipped = ship_checkpoint(ckpt, tmp_path / "mini")
+    monkeypatch.setitem(assets.SHIPPED, "llast-test", (shipped, (), "test"))
+    (tmp_path / "keep.tmp").mkdir()
+    (tmp_path / "keep.tmp" / "mine.txt").write_text("mine")
+    assert main(["export", "--ship", "--model", "llast-test", "--out", str(tmp_path / "keep")]) == 0
+    assert (tmp_path / "keep" / "llast.json").is_file()
+    assert (tmp_path / "keep.tmp" / "mine.txt").read_text() == "mine"
+    load_checkpoint(tmp_path / "keep")
+
+
 @pytest.mark.real
 @pytest.mark.skipif(not (assets.SHIPPED["llast-mini"][0] / "llast.json").is_file(), reason="llast-mini not shipped yet")
 def test_llast_mini_hears_and_translates_through_the_cli(tmp_path):
