@@ -30,6 +30,7 @@ import torch
 from accelerate.utils import set_seed
 
 from llast import outdir
+from llast.assets import resolve_checkpoint
 from tqdm import tqdm
 
 from llast.audio import SAMPLE_RATE
@@ -578,7 +579,7 @@ def _build_model(cfg: Config, samples, accelerator, say, progress: bool):
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
     if tc.init_from:
-        load_adaptor(model, tc.init_from, llm_lora=tc.init_llm_lora)
+        load_adaptor(model, resolve_checkpoint(tc.init_from), llm_lora=tc.init_llm_lora)  # a folder or a shipped name
         say(f"[train] adaptor{' and L-LoRA' if tc.init_llm_lora else ''} initialised from {tc.init_from}")
     dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
     if tc.objective == "ctc":
