@@ -382,11 +382,11 @@ def worker_infer(spec: dict) -> dict:
         params = _param_groups(model)
         orig = D.generate_ids
 
-        def fixed_length_generate(model, batch, kw, share_prefill=True, beam_search="llast"):
-            ids = orig(model, batch, {**kw, "min_new_tokens": k}, share_prefill, beam_search)
+        def counted_generate(model, batch, decode, tokenizer):
+            ids = orig(model, batch, decode, tokenizer)
             new_token_counts.append(int(ids.shape[1]))
             B, L = batch["input_ids"].shape
-            beams = kw.get("num_beams", 1)
+            beams, share_prefill = decode.num_beams, decode.share_prefill
             T = 1500 if cfg.model.encoder.input_length in ("pad30", "pad30_full") else (batch["input_features"].shape[-1] + 1) // 2
             # encoder + adaptor once per clip; LLM prefill on B*beams prompts, then k steps of B*beams tokens
             flops["n"] += 2 * (params["encoder"] * B * T + params["adaptor"] * B * T // cfg.model.adaptor.stack)
@@ -396,10 +396,10 @@ def worker_infer(spec: dict) -> dict:
             flops["n"] += 2 * params["llm_body"] * (prefill_rows * L + B * beams * k) + 2 * params["lm_head"] * B * beams * k
             return ids
 
-        D.generate_ids = fixed_length_generate
+        D.generate_ids = counted_generate  # what llast.decode.Translator calls
 
         def generate(exs, batch_size):
-            decode = tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, batch_size=batch_size)
+            decode = tr.decode_config(num_beams=spec["num_beams"], max_new_tokens=k, min_new_tokens=k, batch_size=batch_size)
             return tr.generate(exs, decode)
 
     # warm-up: one small batch (first-call allocations, kernel selection), not timed

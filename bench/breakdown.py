@@ -25,7 +25,6 @@ def run(name: str, bs: int, n_clips: int = 16) -> dict:
     from llast.audio import load_audio
     from llast.checkpoint import merge_lora_weights
     from llast.config import load_config
-    from llast import decode
     from llast.decode import Translator
     from llast.lora import build_lora_model
     from llast.processor import Example
@@ -37,14 +36,10 @@ def run(name: str, bs: int, n_clips: int = 16) -> dict:
     tr = Translator(model.eval(), cfg, device="cpu")
     clips = bench.dev_clips(n_clips)
     ex = [Example(load_audio(c["audio"], offset=c["offset"], duration=c["duration"]), c["src"], c["tgt"]) for c in clips]
-    orig = decode.generate_ids
-    k = {"n": 24}
-    decode.generate_ids = lambda model, batch, kw, *a: orig(model, batch, {**kw, "min_new_tokens": k["n"]}, *a)
 
     def timed(new_tokens: int) -> float:
-        k["n"] = new_tokens
         t0 = time.perf_counter()
-        tr.generate(ex, tr.decode_config(num_beams=5, max_new_tokens=new_tokens, batch_size=bs))
+        tr.generate(ex, tr.decode_config(num_beams=5, max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=bs))
         return time.perf_counter() - t0
 
     timed(1)  # warm-up

@@ -13,6 +13,7 @@ Pauses are 0.6-1.6 s of low noise (-50 dBFS); clips are repeated in order when t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import sys
@@ -113,7 +114,7 @@ def tiny_ckpt(out: str) -> None:
 
     root = Path(out)
     cfg = tiny.tiny_config(tiny.write_whisper(root / "whisper"), tiny.write_llm(root / "llama"))
-    cfg.decode.max_new_tokens, cfg.decode.num_beams = 4, 1
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=4, num_beams=1)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)

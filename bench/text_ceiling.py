@@ -9,7 +9,7 @@ The prompt is the one `llast evaluate --baseline text` sends (llast.llm_text.Tex
 instruction, the source sentence on the next line, the model's chat template, the "Reply with the
 translation only." system message); the loss is on the translation and its end-of-turn token only.
 L-LoRA as LLaST-mini's (r 16, alpha 32, every linear layer, no dropout), AdamW, constant lr after a
-5-step warmup, batches of --batch pairs drawn from every direction's train split (llast.llm_text.train_text_lora,
+5-step warmup, batches of --batch pairs drawn from every direction's train split (llast.text_adapter.train_text_lora,
 as `llast text-lora` trains, here in fp32 and without noise). Decoding: greedy,
 64 new tokens, scored by llast.evaluate.score (cased SacreBLEU 13a, chrF).
 """
@@ -28,7 +28,8 @@ import torch
 from llast.config import DecodeConfig, PromptConfig
 from llast.data import read_covost
 from llast.evaluate import score
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator, train_text_lora
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+from llast.text_adapter import train_text_lora
 
 
 def pairs(corpus: Path, directions: list[str], split: str, limit: int | None) -> dict[str, list[tuple[str, str]]]:

@@ -1,5 +1,5 @@
 """Session 23's experiment behind `llast text-lora` (docs/quality.md): does a text LoRA on Qwen2.5-Coder-0.5B
-(clean or ASR-noised sources, llast.llm_text.asr_noise) improve two-pass decoding's text pass on llast-mini's
+(clean or ASR-noised sources, llast.text_adapter.asr_noise) improve two-pass decoding's text pass on llast-mini's
 own dev transcripts? Scores BLEU of the dev references for the transcripts ("heard") and the gold sources.
 
     llast evaluate --model llast-mini --task transcribe --num-beams 4 --max-new-tokens 64 --batch-size 8 \
@@ -18,7 +18,8 @@ from peft import LoraConfig, get_peft_model
 from llast.config import DecodeConfig, PromptConfig
 from llast.data import read_covost
 from llast.evaluate import score
-from llast.llm_text import TRANSLATION_ONLY, TextTranslator, asr_noise, near_homophones, text_batch
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+from llast.text_adapter import asr_noise, near_homophones, text_batch
 
 noise, steps, out = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 evals = [int(x) for x in sys.argv[4].split(",")] if len(sys.argv) > 4 else [steps]

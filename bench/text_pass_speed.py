@@ -1,4 +1,4 @@
-"""Two-pass decoding's text pass, beam search through llast.beam (the default, llast.decode.generate_text_ids)
+"""Two-pass decoding's text pass, beam search through llast.beam (the default, llast.generate.generate_text_ids)
 against transformers' generate, side by side in one run on the same sentences (docs/quality.md, session 24).
 
     python bench/text_pass_speed.py runs/eval-test-text360-asr/de-de.transcribe.hyp.txt 32 bench/results/text_pass_speed.json

@@ -15,6 +15,7 @@ the two ways agree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -101,7 +102,7 @@ def w(tiny_dirs, tmp_path_factory) -> SimpleNamespace:
     """Everything the cases need: a tiny checkpoint, a train config, good and bad clips and corpora."""
     root = tmp_path_factory.mktemp("bad_inputs")
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode.num_beams, cfg.decode.max_new_tokens = 1, 3
+    cfg.decode = dataclasses.replace(cfg.decode, num_beams=1, max_new_tokens=3)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)

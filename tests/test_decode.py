@@ -1,5 +1,6 @@
 """Decoding (batched beam search, greedy) and evaluation (SacreBLEU as the paper and peers report it)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ from llast.segment import Segment, segment_audio
 def ckpt(tiny_dirs, tmp_path_factory):
     """A tiny dual-LoRA checkpoint with non-zero LoRA weights."""
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode.max_new_tokens = 6
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=6)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)
@@ -243,6 +244,40 @@ def test_cli_translate_and_evaluate(ckpt, tmp_path, capsys):
     assert "nope.wav" in capsys.readouterr().err
 
 
+def test_num_beams_reaches_the_search_checked_once_and_unchanged(ckpt, translator, tmp_path, monkeypatch, capsys):
+    """`llast translate --num-beams 3` (and the Python API's num_beams=3): the value is checked once, where the
+    DecodeConfig is made (llast.config.check_decode), and that DecodeConfig reaches llast.beam.beam_search as
+    it is: no second check on the way, no transformers kwargs made and parsed back."""
+    import llast.beam
+    import llast.config
+    import llast.generate
+    from llast.config import DecodeConfig
+
+    checked = []  # every value the num_beams rule is applied to
+    rule, what = llast.config._DECODE_RULES["num_beams"]
+    monkeypatch.setitem(llast.config._DECODE_RULES, "num_beams", (lambda v: checked.append(v) or rule(v), what))
+    searched = []  # the decoding options each call of the search got
+    search = llast.beam.beam_search
+    monkeypatch.setattr(llast.beam, "beam_search", lambda *a, **kw: searched.append(a[4]) or search(*a, **kw))
+
+    def no_kwargs(*a, **kw):
+        raise AssertionError("transformers generate kwargs made on llast.beam's path")
+
+    monkeypatch.setattr(llast.generate, "_generate_kwargs", no_kwargs)
+    assert translator.cfg.decode.num_beams != 3  # the checkpoint's own value is not the one given
+    clip = tmp_path / "a.wav"
+    sf.write(clip, tiny.clip(1.1, 0, 200.0), 16000)
+    assert main(["translate", "--model", str(ckpt), "--src", "fr", "--num-beams", "3", str(clip)]) == 0
+    assert checked.count(3) == 1
+    assert searched and all(d is searched[0] for d in searched)  # one DecodeConfig, passed down unchanged
+    assert isinstance(searched[0], DecodeConfig) and searched[0].num_beams == 3
+    assert searched[0].max_new_tokens == translator.cfg.decode.max_new_tokens  # the checkpoint's other options
+    cli_text = capsys.readouterr().out.strip().split("\t", 1)[1]
+    checked.clear(), searched.clear()
+    assert translator.translate(str(clip), src="fr", num_beams=3) == cli_text
+    assert checked.count(3) == 1 and searched and all(d is searched[0] for d in searched)
+
+
 # ----------------------------------------------------------------------------- two-pass translation
 
 
@@ -276,7 +311,7 @@ def test_two_pass_translates_the_models_own_transcript_with_the_llm_alone(ckpt, 
 
 
 def test_text_pass_beam_search_is_transformers_search_with_a_shared_prefill(ckpt):
-    """The text pass's beam search (llast.decode.generate_text_ids): prefilled once per sentence and continued
+    """The text pass's beam search (llast.generate.generate_text_ids): prefilled once per sentence and continued
     by llast.beam, through a peft-wrapped LLM; the same tokens as transformers' generate, batched or not."""
     import dataclasses
 
@@ -381,7 +416,7 @@ def test_text_lora_is_a_second_adapter_for_the_text_pass_only(ckpt, tmp_path, ca
 
 def test_train_text_adapter_from_python_leaves_the_l_lora_active(ckpt):
     from llast.checkpoint import TEXT_ADAPTER, load_checkpoint
-    from llast.llm_text import train_text_adapter
+    from llast.text_adapter import train_text_adapter
 
     model, cfg = load_checkpoint(ckpt)
     words = " ".join(tiny._WORDS[:3])
@@ -393,7 +428,7 @@ def test_train_text_adapter_from_python_leaves_the_l_lora_active(ckpt):
 def test_asr_noise_is_seeded_and_scaled_by_its_rate():
     import random
 
-    from llast.llm_text import asr_noise, near_homophones
+    from llast.text_adapter import asr_noise, near_homophones
 
     text = "Ich habe vollstes Vertrauen dass du die richtige Entscheidung triffst"
     vocab = ["Ichor", "habt", "volle", "Vertrag", "dasselbe", "dir", "richtig", "Entschluss", "trifft"]

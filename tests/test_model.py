@@ -1,5 +1,6 @@
 """The LLaST model, adaptor, dual LoRA and checkpoints on tiny random configs of the real architectures."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,11 +9,11 @@ from safetensors.torch import load_file, save_file
 
 import tiny
 from llast.checkpoint import export_merged, load_checkpoint, save_checkpoint
-from llast.config import ConfigError, load_config
+from llast.config import ConfigError, DecodeConfig, load_config
 from llast.errors import CheckpointError
 from llast.lora import apply_lora, param_counts, set_trainable
 from llast.model import AUDIO_TOKEN_ID, audio_embed_length, build_model
-from llast.decode import generate_ids
+from llast.generate import generate_ids
 from llast.processor import IGNORE_INDEX, Example, build_processor
 
 PAIRS = [("whisper", "llama"), ("whisper", "gemma3"), ("whisper", "qwen2"), ("wav2vec2", "llama"), ("hubert", "qwen2")]
@@ -252,10 +253,9 @@ def test_shared_prefill_beam_search_gives_the_same_outputs(tiny_dirs, llm):
     _perturb_lora(model)
     model.eval()
     batch = proc([Example(e.audio, e.src_lang, e.tgt_lang, e.task) for e in _examples()])
-    kw = dict(num_beams=4, max_new_tokens=8, do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
-              pad_token_id=proc.tokenizer.pad_token_id)
-    plain = generate_ids(model, batch, kw, share_prefill=False)
-    shared = generate_ids(model, batch, kw, share_prefill=True)
+    decode = DecodeConfig(num_beams=4, max_new_tokens=8, beam_search="transformers")  # its search after the prefill
+    plain = generate_ids(model, batch, dataclasses.replace(decode, share_prefill=False), proc.tokenizer)
+    shared = generate_ids(model, batch, decode, proc.tokenizer)
     assert torch.equal(plain, shared)
 
 
@@ -349,7 +349,7 @@ def test_hub_ids_load_through_the_hf_cache(tiny_dirs, tmp_path):
 def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams, max_new, lp, min_new):
     """llast.beam (shared prefill, candidates from per-beam top-k, finished clips leave the batch) returns what
     transformers' beam search returns for the same settings (early_stopping=True, as llast decodes); with one
-    beam, what transformers' greedy generate returns (early_stopping off, as llast.decode.generate_kwargs)."""
+    beam, what transformers' greedy generate returns (early_stopping off, as llast.generate asks it)."""
     model, proc, cfg = _build(tiny_dirs, "whisper", llm)
     apply_lora(model, cfg.model)
     _perturb_lora(model)
@@ -359,12 +359,9 @@ def test_llast_beam_search_equals_transformers_beam_search(tiny_dirs, llm, beams
         model.llm.get_output_embeddings().weight[eos] *= 6.0
     clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0), (1.7, 250.0)])]
     batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
-    kw = dict(num_beams=beams, max_new_tokens=max_new, length_penalty=lp, early_stopping=beams > 1, do_sample=False,
-              eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
-    if min_new:
-        kw["min_new_tokens"] = min_new
-    plain = generate_ids(model, batch, kw, share_prefill=False)
-    ours = generate_ids(model, batch, kw, share_prefill=True)
+    decode = DecodeConfig(num_beams=beams, max_new_tokens=max_new, length_penalty=lp, min_new_tokens=min_new)
+    plain = generate_ids(model, batch, dataclasses.replace(decode, share_prefill=False), proc.tokenizer)
+    ours = generate_ids(model, batch, decode, proc.tokenizer)
     texts = proc.tokenizer.batch_decode
     assert texts(ours, skip_special_tokens=True) == texts(plain, skip_special_tokens=True)
 
@@ -384,8 +381,7 @@ def test_llast_beam_search_finishes_clips_early(tiny_dirs):
         model.llm.get_output_embeddings().weight[eos] *= 6.0
     clips = [tiny.clip(s, i, f) for i, (s, f) in enumerate([(1.1, 200.0), (0.5, 440.0), (2.3, 300.0), (0.8, 520.0)])]
     batch = proc([Example(a, "fr", "en") for a in clips], padding_side="left")
-    out = generate_ids(model, batch, dict(num_beams=3, max_new_tokens=12, early_stopping=True,
-                       do_sample=False, eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id), share_prefill=True)
+    out = generate_ids(model, batch, DecodeConfig(num_beams=3, max_new_tokens=12), proc.tokenizer)
     lengths = [(row == eos).nonzero()[0].item() + 1 if (row == eos).any() else row.numel() for row in out]
     assert min(lengths) < 12, lengths
 

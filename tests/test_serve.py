@@ -1,5 +1,6 @@
 """`llast serve`: the OpenAI-compatible server on a tiny checkpoint, driven by OpenAI's own client."""
 
+import dataclasses
 import io
 import json
 import socket
@@ -32,8 +33,7 @@ FORMATS = ["json", "text", "srt", "vtt", "verbose_json"]
 @pytest.fixture(scope="module")
 def ckpt(tiny_dirs, tmp_path_factory):
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode.max_new_tokens = 5
-    cfg.decode.num_beams = 2
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=5, num_beams=2)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)

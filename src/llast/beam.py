@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from llast.config import DecodeConfig
+
 NEG = -1.0e9  # transformers' "impossible" score
 
 
@@ -46,21 +48,20 @@ def beam_search(
     last_embeds: torch.Tensor,
     attention_mask: torch.Tensor,
     cache,
-    num_beams: int,
-    max_new_tokens: int,
+    decode: DecodeConfig,
     eos_token_ids: list[int],
     pad_token_id: int,
-    length_penalty: float = 1.0,
-    min_new_tokens: int = 0,
 ) -> torch.Tensor:
-    """Best hypothesis per clip, (B, T) token ids (EOS included, then pad), T <= max_new_tokens.
+    """Best hypothesis per clip, (B, T) token ids (EOS included, then pad), T <= decode.max_new_tokens.
 
-    llm            : a transformers causal LM
+    llm            : a transformers causal LM (`supports(llm, decode)`: nothing asked that this search lacks)
     last_embeds    : (B, 1, H) embedding of each prompt's last position (the rest is in `cache`)
     attention_mask : (B, L) of the whole (left-padded) prompt, last position included
     cache          : a transformers Cache holding the prompt minus its last position, B rows
+    decode         : num_beams (1: greedy, the same tokens), max_new_tokens, min_new_tokens, length_penalty
     """
-    B, K, T = last_embeds.shape[0], num_beams, max_new_tokens
+    B, K, T = last_embeds.shape[0], decode.num_beams, decode.max_new_tokens
+    min_new_tokens, length_penalty = decode.min_new_tokens, decode.length_penalty
     device = last_embeds.device
     eos = torch.tensor(eos_token_ids, device=device)
     keep = max(2, 1 + len(eos_token_ids)) * K  # candidates per clip, as transformers keeps
@@ -161,30 +162,16 @@ def _finished(fin: tuple, cand: torch.Tensor, seq: torch.Tensor, may_finish: tor
     return score, m_seq.gather(1, pick[:, :, None].expand(n, K, T)), m_len.gather(1, pick), m_done.gather(1, pick)
 
 
-def own_settings(llm, kw: dict) -> dict | None:
-    """Arguments for `beam_search` from transformers generate kwargs `kw`, when they ask for what it
-    implements (deterministic beam search, early_stopping=True, no logits processors but min_new_tokens,
-    in `kw` or in the LLM's generation config); None: it does not, transformers' beam search must run."""
+# Settings of the LLM's generation config that add logits processors this search does not implement.
+_PROCESSORS = ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+               "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty")
+
+
+def supports(llm, decode: DecodeConfig) -> bool:
+    """Whether `beam_search` runs what `decode` asks of `llm` (deterministic beam search or greedy, no
+    repetition penalty, no logits processor from the LLM's generation config but min_new_tokens); else
+    transformers' search must (llast.generate)."""
     gc = llm.generation_config
-    allowed = {"num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "early_stopping", "do_sample",
-               "temperature", "top_p", "top_k", "eos_token_id", "pad_token_id", "repetition_penalty"}
-    if set(kw) - allowed or kw.get("early_stopping") is not True or kw.get("do_sample"):
-        return None
-    if (kw.get("repetition_penalty") or 1.0) != 1.0 or not kw.get("max_new_tokens"):
-        return None
-    for name in ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                 "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty"):
-        if getattr(gc, name, None) not in (None, 0, []):
-            return None
-    if getattr(gc, "repetition_penalty", 1.0) not in (None, 1.0):
-        return None
-    eos = kw.get("eos_token_id", gc.eos_token_id)
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    pad = kw.get("pad_token_id", gc.pad_token_id)
-    if not eos:
-        return None
-    lp = kw.get("length_penalty")
-    lp = getattr(gc, "length_penalty", None) if lp is None else lp
-    lp = 1.0 if lp is None else lp
-    return dict(max_new_tokens=int(kw["max_new_tokens"]), eos_token_ids=eos, pad_token_id=eos[0] if pad is None else pad,
-                length_penalty=float(lp), min_new_tokens=int(kw.get("min_new_tokens") or 0))
+    if decode.repetition_penalty != 1.0 or getattr(gc, "repetition_penalty", 1.0) not in (None, 1.0):
+        return False
+    return all(getattr(gc, name, None) in (None, 0, []) for name in _PROCESSORS)

@@ -7,7 +7,7 @@
       encoder_lora/                peft adapter (adapter_config.json, adapter_model.safetensors), if S-LoRA
       llm_lora/                    peft adapter, if L-LoRA
       text_lora/                   optional: a second LLM adapter for two-pass decoding's text pass
-                                   (`llast text-lora`; llast.llm_text.train_text_lora)
+                                   (`llast text-lora`; llast.text_adapter)
     merged exports (`llast export`) instead hold encoder/ and llm/ with the LoRA merged in.
 
 Every missing, unexpected or mis-shaped tensor is an error that names the keys (llast.model.check_weights;
@@ -16,6 +16,7 @@ LLaST's released code loads with strict=False, which hides wrong loads).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -364,7 +365,7 @@ def _write_merged(model, cfg: Config, tmp: Path) -> None:
     merged.model.llm.name = "./llm"
     merged.model.encoder.lora.enabled = False
     merged.model.llm.lora.enabled = False
-    merged.decode.two_pass = False  # needs the LLM without its merged L-LoRA (and a text adapter is not merged)
+    merged.decode = dataclasses.replace(merged.decode, two_pass=False)  # needs the LLM without its merged L-LoRA (and a text adapter is not merged)
     save_config(merged, tmp / "config.yaml")
     (tmp / "llast.json").write_text(json.dumps({"kind": "llast-checkpoint", "format": FORMAT, "merged": True, "parts": ["adaptor"]}))
 

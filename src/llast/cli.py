@@ -4,6 +4,7 @@ Each handler imports its modules lazily so that ``llast --help`` starts fast."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from llast import outdir
@@ -185,18 +186,16 @@ def _add_decode_options(p) -> None:
                    help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
 
 
-def _decode_overrides(args) -> dict:
-    """The decoding options given on the command line, checked at once (before a model is loaded)
-    by the rules the Python API and the server use (llast.config.check_decode)."""
+def _decode_options(args) -> dict:
+    """The decoding options given on the command line, checked here, once, before a model is loaded (by
+    llast.config.check_decode, the rules of the Python API and the server): {field: value}, to replace the
+    model's own (`dataclasses.replace(translator.cfg.decode, **options)`, no check again)."""
     from llast.config import check_decode
 
-    out = {}
-    for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty", "two_pass"):
-        value = getattr(args, key, None)
-        if value is not None:
-            out[key] = value
-    check_decode(out, options=True)
-    return out
+    given = {key: getattr(args, key) for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty", "two_pass")
+             if getattr(args, key, None) is not None}
+    checked = check_decode(given, options=True)
+    return {key: getattr(checked, key) for key in given}
 
 
 def _add_translate(sub) -> None:
@@ -228,7 +227,7 @@ def _run_translate(args) -> int:
     from llast.segment import SegmentOptions
     from llast.subtitles import render
 
-    overrides = _decode_overrides(args)
+    options = _decode_options(args)
     check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")  # the model's limit: once loaded
     fmt = "json" if args.json else args.format
     if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
@@ -239,12 +238,13 @@ def _run_translate(args) -> int:
         audio_duration(path)
     out_dir = outdir.check(args.out_dir, "translate", "--out-dir") if args.out_dir else None
     names = outdir.unique_names(args.files, "." + ("txt" if fmt == "text" else fmt))
-    translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
+    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    decode = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
     results = translator.translate(
         list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
-        segment_options=opts, **overrides,
+        segment_options=opts, decode=decode,
     )
     if out_dir is not None:
         outdir.claim(out_dir, "translate", "--out-dir")
@@ -297,26 +297,26 @@ def _run_evaluate(args) -> int:
     from llast import evaluate
     from llast.errors import ConfigError
 
-    overrides = _decode_overrides(args)
+    options = _decode_options(args)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit: {args.limit} is not allowed; expected at least 1 sample per data set")
     outdir.check(args.out, "evaluate")  # before any model is loaded
-    if args.baseline and "two_pass" in overrides:
+    if args.baseline and "two_pass" in options:
         raise ConfigError(f"--two-pass/--no-two-pass: for llast models; --baseline {args.baseline} has its own passes")
     if args.baseline in ("cascade", "text"):
-        return _evaluate_llm_baseline(args, overrides)
+        return _evaluate_llm_baseline(args, options)
     if args.model is None:
         raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
     unreadable: list[str] | None = [] if args.skip_bad else None
     empty: dict = {}
     sets = evaluate.group_sets(args.data, args.task, args.limit, skipped=unreadable, empty=empty)
     if args.baseline == "whisper":
-        generate, meta, max_seconds = _whisper_baseline(args, overrides)
+        generate, meta, max_seconds = _whisper_baseline(args, options)
     else:
         from llast.decode import load_translator
 
-        translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
-        decode = translator.decode_config(**overrides)
+        translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+        decode = dataclasses.replace(translator.cfg.decode, **options)
 
         def generate(examples, on_batch=None, heard=None):
             return translator.generate(examples, decode, on_batch=on_batch, heard=heard)
@@ -335,9 +335,8 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _whisper_baseline(args, overrides: dict):
+def _whisper_baseline(args, options: dict):
     """(generate, meta, max_seconds) of `llast evaluate --baseline whisper`."""
-    import dataclasses
     from pathlib import Path
 
     from llast.checkpoint import read_checkpoint_config
@@ -347,7 +346,7 @@ def _whisper_baseline(args, overrides: dict):
     name = args.model
     if (Path(args.model) / "llast.json").is_file():
         name = read_checkpoint_config(args.model).model.encoder.name
-    decode = dataclasses.replace(DecodeConfig(), **overrides)
+    decode = dataclasses.replace(DecodeConfig(), **options)
     baseline = WhisperBaseline(name, decode, dtype=args.dtype)
     meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
     return baseline.generate, meta, 30.0
@@ -367,10 +366,9 @@ def llm_baseline_parts(args) -> tuple:
     return args.asr or asr, args.llm or llm, prompt
 
 
-def _evaluate_llm_baseline(args, overrides: dict) -> int:
+def _evaluate_llm_baseline(args, options: dict) -> int:
     """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
     or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
-    import dataclasses
     import json
     from pathlib import Path
 
@@ -388,7 +386,7 @@ def _evaluate_llm_baseline(args, overrides: dict) -> int:
     prompt = dataclasses.replace(prompt, system=system)
     if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
         raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
-    decode = dataclasses.replace(DecodeConfig(), **overrides)
+    decode = dataclasses.replace(DecodeConfig(), **options)
     sets = group_sets(args.data, "translate", args.limit)
     out = Path(args.out)
     if args.baseline == "cascade" and args.transcripts:
@@ -482,7 +480,7 @@ def _run_text_lora(args) -> int:
     from llast.checkpoint import check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
     from llast.data import read_source
     from llast.evaluate import data_source
-    from llast.llm_text import train_text_adapter
+    from llast.text_adapter import train_text_adapter
 
     path = resolve_checkpoint(args.model)  # a folder, or a shipped model's name
     check_new_checkpoint_out(path, Path(args.out))
@@ -535,16 +533,15 @@ def _run_serve(args) -> int:
     from llast.decode import load_translator
     from llast.serve import Server, ServeOptions
 
-    overrides = _decode_overrides(args)
+    options = _decode_options(args)
     api_key = args.api_key or os.environ.get("LLAST_API_KEY") or None
     opts = ServeOptions(
         model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout,
     )
-    translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
-    if overrides:
-        translator.cfg.decode = translator.decode_config(**overrides)
+    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
     key_note = "API key required" if api_key else "no API key"

@@ -189,10 +189,15 @@ class TrainConfig:
     init_llm_lora: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeConfig:
+    """How to decode: one frozen value, made and checked once (`check_decode`, which every way in uses: the
+    CLI, the Python API, config files, the server) and passed unchanged down to the search (llast.generate);
+    change it with dataclasses.replace."""
+
     num_beams: int = 5  # paper: beam 5; 1 = greedy
     max_new_tokens: int = 256
+    min_new_tokens: int = 0  # EOS is forbidden before this many tokens (benchmarks: outputs of a fixed length)
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
     batch_size: int = 16
@@ -205,9 +210,10 @@ class DecodeConfig:
     beam_search: str = "llast"
     # Translate in two passes: the model transcribes the speech (its ASR task, learnt from ASR-augmented
     # training), then its LLM translates that transcript as text (llast.llm_text), with the checkpoint's text
-    # adapter (text_lora/, `llast text-lora`) if it has one, else without L-LoRA. Slower
-    # (two decodes) and needs the L-LoRA unmerged; better where the LLM translates text better than the
-    # speech model translates speech (llast-mini: docs/quality.md). task=transcribe is one pass either way.
+    # adapter (text_lora/, `llast text-lora`) if it has one, else without L-LoRA. Slower (two decodes);
+    # better where the LLM translates text better than the speech model translates speech (llast-mini:
+    # docs/quality.md). task=transcribe is one pass either way. It only says which passes run: the model
+    # must be loaded with its L-LoRA unmerged (a load argument: llast.decode.load_model(two_pass=...)).
     two_pass: bool = False
 
 
@@ -339,6 +345,7 @@ _RULES: dict[str, tuple[Any, str]] = {
 _DECODE_RULES: dict[str, tuple[Any, str]] = {
     "num_beams": (lambda v: 1 <= v <= MAX_NUM_BEAMS, f"an integer in [1, {MAX_NUM_BEAMS}]"),
     "max_new_tokens": (lambda v: 1 <= v <= MAX_NEW_TOKENS, f"an integer in [1, {MAX_NEW_TOKENS}]"),
+    "min_new_tokens": (lambda v: 0 <= v <= MAX_NEW_TOKENS, f"an integer in [0, {MAX_NEW_TOKENS}]"),
     "length_penalty": (lambda v: -10 <= v <= 10, "a number in [-10, 10]"),
     "repetition_penalty": (lambda v: 0 < v <= 10, "a number in (0, 10]"),
     "batch_size": (lambda v: 1 <= v <= MAX_DECODE_BATCH, f"an integer in [1, {MAX_DECODE_BATCH}]"),
@@ -399,19 +406,30 @@ def check_language(code: Any, where: str) -> str:
     return code
 
 
-def check_decode(decode: Any, where: str = "decode", options: bool = False) -> DecodeConfig:
-    """Validate decoding options (a DecodeConfig, or a dict of some of its fields over the defaults):
-    types and bounds. THE check for the CLI, the Python API and the server; ConfigError names the field
-    (as `where.num_beams`, or as the command-line option `--num-beams` with `options`)."""
-    if isinstance(decode, dict):
-        decode = _build(DecodeConfig, decode, where)
-    elif not isinstance(decode, DecodeConfig):
-        raise ConfigError(f"{where}: expected decoding options, got {type(decode).__name__}")
+def check_decode(decode: Any, base: DecodeConfig | None = None, options: bool = False) -> DecodeConfig:
+    """THE check of decoding options, where a DecodeConfig is made from what a user gave (the CLI, the Python
+    API, the server, a config file): `decode`, a dict of some fields, over `base` (default: DecodeConfig()),
+    or a whole DecodeConfig read from a config; types and bounds. The result travels unchanged to the search:
+    nothing downstream checks or parses it again. ConfigError names the field (as `decode.num_beams`, or as
+    the command-line option `--num-beams` with `options`)."""
+    if isinstance(decode, DecodeConfig):
+        values, base = dataclasses.asdict(decode), None
+    elif isinstance(decode, dict):
+        values = decode
     else:
-        decode = _build(DecodeConfig, dataclasses.asdict(decode), where)  # re-checks every field's type
-    # Every float rule is a bounded range, so nan and inf fail it too.
-    _apply_rules(decode, _DECODE_RULES, f"{where}.", (lambda k: "--" + k.replace("_", "-")) if options else None)
-    return decode
+        raise ConfigError(f"decode: expected decoding options, got {type(decode).__name__}")
+    hints = typing.get_type_hints(DecodeConfig)
+    unknown = sorted(str(k) for k in set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join('decode.' + k for k in unknown)} "
+                          f"(allowed here: {', '.join(sorted(hints))})")
+    name = (lambda k: "--" + k.replace("_", "-")) if options else (lambda k: f"decode.{k}")
+    checked = {k: _coerce(hints[k], v, name(k)) for k, v in values.items()}
+    for key, value in checked.items():  # every float rule is a bounded range, so nan and inf fail it too
+        ok, what = _DECODE_RULES.get(key, (None, ""))
+        if ok is not None and not ok(value):
+            raise ConfigError(f"{name(key)}: {value!r} is not allowed; expected {what}")
+    return dataclasses.replace(base or DecodeConfig(), **checked)
 
 
 def check_upload_size(n_bytes: Any, where: str = "request body") -> int:

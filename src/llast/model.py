@@ -298,14 +298,14 @@ class LLaST(nn.Module):
     def generate(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None,
                  **generate_kwargs) -> torch.Tensor:
         """Token ids of the continuation only, (B, new_tokens): transformers' generate on the whole
-        prompt (left padded). llast.decode.generate_ids chooses between this and the shared prefill."""
+        prompt (left padded). llast.generate.generate_ids chooses between this and the shared prefill."""
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
     @torch.no_grad()
     def prefill(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None):
         """(prompt embeddings (B, L, H), KV cache of all but the last position, B rows): the prompt run once
-        per clip, for a beam search to continue from (llast.decode.generate_ids). Prompts are left padded."""
+        per clip, for a beam search to continue from (llast.generate.generate_ids). Prompts are left padded."""
         from llast.beam import prefill
 
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)

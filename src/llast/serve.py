@@ -56,6 +56,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from llast.audio import audio_duration, load_audio
+from llast.config import DecodeConfig
 from llast.errors import AudioError, ConfigError, LlastError
 from llast.processor import Example, language_name
 from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
@@ -81,6 +82,7 @@ class ServeOptions:
     read_timeout: float = 30.0  # seconds to receive a request body (408)
     header_timeout: float = 10.0  # seconds a new connection has to send its request line and headers
     max_planning: int = 1  # long uploads being cut into segments (speech detection) at once; others wait, queued
+    decode: DecodeConfig | None = None  # how every request is decoded (checked where made); None: the model's own
 
     def __post_init__(self) -> None:
         for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout",
@@ -126,9 +128,10 @@ class Job:
 class Batcher:
     """Decodes the segments of all waiting requests in batches on one thread, round-robin over requests."""
 
-    def __init__(self, translator, max_wait_ms: float = 20.0, max_queue: int = 64):
+    def __init__(self, translator, max_wait_ms: float = 20.0, max_queue: int = 64, decode: DecodeConfig | None = None):
+        """decode: how every batch is decoded (default: the model's own, translator.cfg.decode)."""
         self.translator = translator
-        self.decode = translator.decode_config()
+        self.decode = decode or translator.cfg.decode
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.active: collections.OrderedDict[int, Job] = collections.OrderedDict()
@@ -480,7 +483,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     The FastAPI app and its Batcher are the result's `.fastapi` and `.batcher`."""
     opts = opts or ServeOptions()
     seg_opts = seg_opts or translator.segment_options()
-    batcher = Batcher(translator, opts.max_wait_ms, opts.max_queue)
+    batcher = Batcher(translator, opts.max_wait_ms, opts.max_queue, opts.decode)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
