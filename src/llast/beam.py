@@ -18,6 +18,7 @@ K hypotheses are finished) with three differences in HOW, not in what:
 from __future__ import annotations
 
 import torch
+from transformers import DynamicCache
 
 from llast.config import DecodeConfig
 
@@ -30,8 +31,6 @@ def prefill(llm, embeds: torch.Tensor, attention_mask: torch.Tensor):
 
     embeds : (B, L, H) prompt embeddings; attention_mask : (B, L)
     """
-    from transformers import DynamicCache
-
     cache = DynamicCache(config=llm.config)
     mask = attention_mask[:, :-1]
     position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() computes them

@@ -47,13 +47,14 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 
 def _search(llm, decode: DecodeConfig, tokenizer) -> str | None:
-    """Who searches after a shared prefill: "llast" (llast.beam: the same search with fewer passes over the
-    vocabulary, finished clips leaving the batch; greedy decoding as its search with one beam, where
-    transformers' greedy generate keeps finished rows until the longest ends: 3.9x the time of beam 4 on
-    llast-mini's text pass, bench/results/text_pass_beams.json), "transformers" (its beam search, when
-    decode.beam_search says so or llast.beam lacks what `decode` asks), or None: no shared prefill
-    (decode.share_prefill off, or greedy that llast.beam cannot run): transformers' generate alone, which
-    copies every prompt num_beams times BEFORE its prefill."""
+    """Who searches after a shared prefill (each prompt run once, its KV cache shared among the beams):
+    "llast" (llast.beam: the same search with fewer passes over the vocabulary, finished clips leaving the
+    batch; greedy decoding as its search with one beam, the same tokens, where transformers' greedy generate
+    keeps finished rows until the longest ends: 3.9x the time of beam 4 on llast-mini's text pass,
+    bench/results/text_pass_beams.json), "transformers" (its beam search, when decode.beam_search says so or
+    llast.beam lacks what `decode` asks: llast.beam.supports), or None: no shared prefill (decode.share_prefill
+    off, or greedy that llast.beam cannot run): transformers' generate alone, which copies every prompt
+    num_beams times BEFORE its prefill. Same outputs every way."""
     if not decode.share_prefill:
         return None
     if decode.beam_search == "llast" and tokenizer.eos_token_id is not None and beam.supports(llm, decode):

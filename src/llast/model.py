@@ -18,6 +18,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llast.audio import HOP_LENGTH, N_SAMPLES_30S
+from llast import beam
 from llast.config import AdaptorConfig, ModelConfig
 from llast.errors import CheckpointError, ConfigError
 
@@ -306,10 +307,8 @@ class LLaST(nn.Module):
     def prefill(self, input_features, audio_lengths, input_ids, attention_mask, encoder_states=None):
         """(prompt embeddings (B, L, H), KV cache of all but the last position, B rows): the prompt run once
         per clip, for a beam search to continue from (llast.generate.generate_ids). Prompts are left padded."""
-        from llast.beam import prefill
-
         embeds = self.inputs_embeds(input_features, audio_lengths, input_ids, encoder_states)
-        return embeds, prefill(self.llm, embeds, attention_mask)
+        return embeds, beam.prefill(self.llm, embeds, attention_mask)
 
 
 def _lengths_to_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
