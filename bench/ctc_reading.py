@@ -1,6 +1,6 @@
 """How well a CTC-stage adaptor (train.objective=ctc) reads the dev clips: greedy CTC, then CER and WER.
 
-    python bench/ctc_reading.py --config configs/mini-chars.yaml --checkpoint runs/mini-chars/final [key=value ...]
+    python bench/ctc_reading.py --config configs/recipes/llast-mini/1-chars.yaml --checkpoint runs/mini-chars/final [key=value ...]
 
 The adaptor's embeddings are scored against the LLM's input embeddings of the stage's units (letters
 or word pieces) exactly as in training (LLaST.ctc_loss); the best unit per embedding, repeats and blanks

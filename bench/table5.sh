@@ -4,8 +4,8 @@
 #   slora    adaptor + S-LoRA (LoRA on the Whisper encoder)
 #   llora    adaptor + L-LoRA (LoRA on the LLM)
 #   dual     adaptor + S-LoRA + L-LoRA (LLaST's default)
-# Every arm is configs/mini-chars-lm.yaml (stage 2 from the letter CTC stage runs/mini-chars/final, built by
-# `llast train configs/mini-chars.yaml`), the same data order, the same 330-step cosine schedule, stopped at
+# Every arm is configs/recipes/table5/chars-lm.yaml (stage 2 from the letter CTC stage runs/mini-chars/final, built by
+# `llast train configs/recipes/llast-mini/1-chars.yaml`), the same data order, the same 330-step cosine schedule, stopped at
 # step STEPS (train.stop_at) where it logs its dev loss and dev BLEU (48 dev clips, unseen voices and
 # sentences). An arm whose log already has that record is not run again (resume: run this script again).
 # About 12-16 s per step on a 2-core CPU: STEPS=75 is about 20 min per arm.
@@ -33,7 +33,7 @@ for arm in $ARMS; do
   fi
   echo "=== $arm ($(date +%H:%M:%S))"
   # shellcheck disable=SC2086
-  $LLAST train configs/mini-chars-lm.yaml train.out_dir="$OUT/$arm" train.stop_at="$STEPS" train.eval_every="$STEPS" \
+  $LLAST train configs/recipes/table5/chars-lm.yaml train.out_dir="$OUT/$arm" train.stop_at="$STEPS" train.eval_every="$STEPS" \
     train.save_every="$STEPS" ${OPTS[$arm]}
 done
 $PY - "$OUT" "$STEPS" <<'PY'

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole job end to end on the bundled real weights and the offline corpus (CPU, <= 20 min).
 # Every step reuses what an earlier run already prepared.
-#   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/mini-chars.yaml,
-#     mini-chars-slora.yaml, then mini-chars-dual.yaml; docs/quality.md) on held-out test clips: sentences
+#   - the shipped llast-mini (Whisper base + Qwen2.5-Coder-0.5B, trained with configs/recipes/llast-mini/1-chars.yaml,
+#     2-chars-slora.yaml ... 6-mix.yaml in configs/recipes/llast-mini/; docs/lab/quality.md) on held-out test clips: sentences
 #     AND voices never trained on; it translates in two passes (decode.two_pass: it transcribes, then Qwen
 #     with its text adapter, `llast text-lora`, translates the transcript), its default (greedy here);
 #   - a short LLaST-mini training run of its own (configs/mini.yaml, SmolLM2-135M, a few minutes);
@@ -15,7 +15,7 @@ LLAST=.venv/bin/llast
 PY=.venv/bin/python
 RUN=${DEMO_RUN:-runs/demo}
 DATA=data/synth  # the corpus configs/mini.yaml names
-TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/mini-chars-dual.yaml); only its test split here
+TEST_DATA=data/synth4  # the corpus llast-mini was trained on (configs/recipes/llast-mini/3-dual.yaml); only its test split here
 TRAIN_MINUTES=${DEMO_TRAIN_MINUTES:-5}
 TEST_LIMIT=${DEMO_TEST_LIMIT:-20}
 # The trained llast-mini: the shipped one (`make model` rebuilds it), or a checkpoint folder of your own.
@@ -45,7 +45,7 @@ $PY scripts/plot_log.py "$RUN/log.jsonl" "$RUN/loss.png" "LLaST-mini (SmolLM2) t
 step "4/5 evaluate on the held-out test split (${TEST_LIMIT} clips per direction)"
 TEST=""; for d in $DIRS; do TEST="$TEST $TEST_DATA/covost_v2.$d.test.tsv"; done
 # Same decoder settings for every system: greedy (beam 5 did not fit the 20-minute budget on a 2-core CPU;
-# DEMO_NUM_BEAMS=5 to use it), at most 64 new tokens (the references are <= 25 words). docs/quality.md has
+# DEMO_NUM_BEAMS=5 to use it), at most 64 new tokens (the references are <= 25 words). docs/lab/quality.md has
 # the same systems on the whole test split.
 BEAMS=${DEMO_NUM_BEAMS:-1}
 EVAL_OPTS="--data $TEST --limit $TEST_LIMIT --num-beams $BEAMS --max-new-tokens 64 --batch-size 16"
@@ -57,7 +57,7 @@ fi
 declare -A CMD=(
   [llast-mini]="--model $MINI"
   [demo-run]="--model $RUN/final"
-  [untrained]="--model configs/mini-chars-dual.yaml --max-new-tokens 24 --no-two-pass"
+  [untrained]="--model configs/recipes/llast-mini/3-dual.yaml --max-new-tokens 24 --no-two-pass"
   [whisper]="--baseline whisper --model whisper-base"
   [cascade]="--baseline cascade --asr whisper-base --llm qwen2.5-coder-0.5b-instruct"
   [text]="--baseline text --llm qwen2.5-coder-0.5b-instruct"

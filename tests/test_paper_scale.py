@@ -391,3 +391,20 @@ def test_mixed_precision_no_in_yaml_and_as_override(tmp_path):
     assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
     with pytest.raises(ConfigError, match="train.objective"):
         load_config(None, ["train.objective=no"])  # elsewhere `no` stays what it was: not a valid choice
+
+
+def test_every_config_loads():
+    """Every YAML instance of the schema in configs/ (recipes, experiments, paper scale) loads and validates;
+    configs/accelerate/ (Accelerate's own files) and configs/hf/ (model configs) are not llast configs."""
+    from llast.config import validate
+
+    found = [p for p in sorted((ROOT / "configs").rglob("*.yaml")) if p.relative_to(ROOT / "configs").parts[0] not in ("accelerate", "hf")]
+    assert len(found) >= 12
+    for path in found:
+        validate(load_config(path))
+    recipe = sorted(p.name for p in (ROOT / "configs" / "recipes" / "llast-mini").glob("*.yaml"))
+    assert recipe == ["1-chars.yaml", "2-chars-slora.yaml", "3-dual.yaml", "4-more.yaml", "5-fresh.yaml", "6-mix.yaml"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert all(f"configs/recipes/llast-mini/{name}" in makefile for name in recipe)  # `make model` runs them in order
+    assert [makefile.index(f"configs/recipes/llast-mini/{n}") for n in recipe] == sorted(
+        makefile.index(f"configs/recipes/llast-mini/{n}") for n in recipe)

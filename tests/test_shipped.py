@@ -83,7 +83,7 @@ def test_llast_mini_hears_and_translates_through_the_cli(tmp_path):
     Its transcribe task hears them (session 22's model, word for word: "Ich habe heute keine Zeit." and
     "Das Wetter ist heute sehr schön."); its translations are two different English sentences, not the
     German echoed. Their content is not asserted: llast-mini translates German at 10.4 BLEU on the test
-    split (docs/quality.md, session 26)."""
+    split (docs/lab/quality.md, session 26)."""
     import soundfile as sf
 
     from llast.synth import _clip_job, _render

@@ -190,7 +190,7 @@ SHIPPED: dict[str, tuple[Path, tuple[str, ...], str]] = {
     "llast-mini": (
         SHIPPED_DIR / "llast-mini",
         ("whisper-base", "qwen2.5-coder-0.5b-instruct"),
-        "LLaST-mini: Whisper base + Qwen2.5-Coder-0.5B, de/fr/es/it -> en speech translation and ASR (docs/quality.md)",
+        "LLaST-mini: Whisper base + Qwen2.5-Coder-0.5B, de/fr/es/it -> en speech translation and ASR (docs/lab/quality.md)",
     ),
 }
 

@@ -179,7 +179,7 @@ class TrainConfig:
     # What the "ctc" objective spells: "tokens" (the LLM's own tokens of the transcript) or "chars" (its
     # letters, lower case, and the space, each as the LLM's single-character token; blank = "_"). Letters
     # are few and each is heard thousands of times: they read unseen sentences better than word pieces
-    # (docs/quality.md, session 21); the frame rate must then exceed the letter rate (stack <= 2).
+    # (docs/lab/quality.md, session 21); the frame rate must then exceed the letter rate (stack <= 2).
     ctc_units: str = "tokens"
     # Start from the adaptor weights of this checkpoint (e.g. a "ctc" run's final/), and its encoder LoRA
     # when it has one; the LLM LoRA starts fresh unless init_llm_lora.
@@ -212,7 +212,7 @@ class DecodeConfig:
     # training), then its LLM translates that transcript as text (llast.llm_text), with the checkpoint's text
     # adapter (text_lora/, `llast text-lora`) if it has one, else without L-LoRA. Slower (two decodes);
     # better where the LLM translates text better than the speech model translates speech (llast-mini:
-    # docs/quality.md). task=transcribe is one pass either way. It only says which passes run: the model
+    # docs/lab/quality.md). task=transcribe is one pass either way. It only says which passes run: the model
     # must be loaded with its L-LoRA unmerged (a load argument: llast.decode.load_model(two_pass=...)).
     two_pass: bool = False
 

@@ -227,6 +227,11 @@ def ct2_whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, torch.Tensor], dict
     norm("model.decoder.layer_norm", "decoder/layer_norm")
 
     sd = {k: t.float().contiguous() for k, t in sd.items()}
+    return sd, _whisper_shapes(ct2, sd, n_enc, n_dec)
+
+
+def _whisper_shapes(ct2: Ct2Model, sd: dict[str, torch.Tensor], n_enc: int, n_dec: int) -> dict:
+    """The WhisperConfig shape facts of a converted state dict."""
     d_model = sd["model.decoder.embed_tokens.weight"].shape[1]
 
     def heads(side: str) -> int:
@@ -248,7 +253,7 @@ def ct2_whisper_state_dict(ct2: Ct2Model) -> tuple[dict[str, torch.Tensor], dict
         max_source_positions=sd["model.encoder.embed_positions.weight"].shape[0],
         max_target_positions=sd["model.decoder.embed_positions.weight"].shape[0],
     )
-    return sd, shapes
+    return shapes
 
 
 def _whisper_special_ids(tokenizer_json: dict, path: Path) -> dict[str, int]:

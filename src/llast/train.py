@@ -420,6 +420,91 @@ class _Run:
 
 def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
     """Train as `cfg` says; returns the final checkpoint directory (out_dir/final)."""
+    tc, out_dir = cfg.train, Path(cfg.train.out_dir)
+    s = _set_up(cfg, resume, progress)
+    run, pos, accelerator, model, say = s.run, s.pos, s.run.accelerator, s.run.model, s.run.say
+    model.train()
+    start = time.time()
+    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
+    bar = tqdm(total=s.total_steps, initial=pos.step, desc="train", unit="step", disable=not (s.main and progress),
+               file=sys.stderr)
+    window = _new_window()
+    n_bad, stage, last_batch = 0, None, None  # last_batch: stands in for a batch of only unreadable clips
+    stop_at = min(s.total_steps, tc.stop_at or s.total_steps)
+    done = pos.step >= stop_at
+    n_batches = len(run.sampler)
+    while not done:
+        if tc.max_steps is None and pos.epoch >= tc.epochs:
+            break
+        run.sampler.set_epoch(pos.epoch)
+        n_batches = len(run.sampler)  # weighted resampling: the epoch's length may vary
+        s.loader_gen.manual_seed(tc.seed * 1_000_003 + pos.epoch)
+        for batch, meta in s.loader:
+            pos.batches_done += 1
+            n_bad += meta["n_bad"]
+            adaptor_only = pos.step < cfg.model.adaptor_only_steps
+            if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
+                # The CTC stage trains the adaptor and S-LoRA (when on): the LLM does not run.
+                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only, llm_lora=tc.objective != "ctc")
+                stage = adaptor_only
+            # Accumulation windows are fixed by the position in the epoch (not by a running counter):
+            # every grad_accum batches and at the epoch's end, so a resumed run steps where an
+            # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
+            sync = pos.batches_done % tc.grad_accum == 0 or pos.batches_done >= n_batches
+            accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
+            last_batch = _backward(run, batch, meta, last_batch, sync, pos, n_batches, window, s.ctc_vocab)
+            if not sync:
+                continue
+            _optimizer_step(run, s.params)
+            pos.step += 1
+            bar.update(1)
+            if pos.step % tc.log_every == 0 or pos.step == stop_at:
+                window = _log_window(run, window, pos, s.logger, bar, start, adaptor_only)
+            if s.dev_loader is not None and pos.step % tc.eval_every == 0:
+                _evaluate(run, s.dev_loader, s.dev_samples, s.processor, s.ctc_vocab, pos.step, s.logger)
+            out_of_time = _out_of_time(deadline, accelerator)
+            done = pos.step >= stop_at or out_of_time
+            if pos.step % tc.save_every == 0 or done:
+                _save(run, out_dir / f"checkpoint-{pos.step:07d}", pos, n_batches, with_state=True)
+            if done:
+                if out_of_time:
+                    say(f"[train] stopping at step {pos.step}: train.max_minutes={tc.max_minutes} reached")
+                elif pos.step < s.total_steps:
+                    say(f"[train] stopping at step {pos.step} of {s.total_steps}: train.stop_at={tc.stop_at}")
+                break
+        if not done:
+            pos.epoch += 1
+            pos.batches_done = 0
+    bar.close()
+    if n_bad:
+        say(f"[train] skipped {n_bad} unreadable clips (data.skip_bad)")
+    final = out_dir / "final"
+    _save(run, final, pos, n_batches, with_state=False)
+    s.logger.close()
+    say(f"[train] done: {pos.step} steps in {time.time() - start:.0f} s; final checkpoint {final}")
+    return final
+
+
+@dataclass
+class _SetUp:
+    """What the training loop works with, once the run is set up (`_set_up`)."""
+
+    run: Any  # _Run: accelerator, engine, model, optimizer, scheduler, sampler, say
+    pos: Any  # _Position: where the run is (restored on resume)
+    params: list  # the live trainable parameters (clipped)
+    logger: Any
+    loader: Any
+    loader_gen: Any
+    dev_loader: Any
+    dev_samples: list
+    processor: Any
+    ctc_vocab: Any
+    total_steps: int
+    main: bool
+
+
+def _set_up(cfg: Config, resume: str, progress: bool) -> _SetUp:
+    """Model, data, optimizer and schedule, the engine, and the resume point of a run of `cfg`."""
     validate(cfg)  # also for a Config built or changed in Python
     tc, out_dir = cfg.train, Path(cfg.train.out_dir)
     outdir.check(out_dir, "train", "train.out_dir")  # a folder of the user's is refused before any work
@@ -458,68 +543,10 @@ def train(cfg: Config, resume: str = "auto", progress: bool = True) -> Path:
         outdir.claim(out_dir, "train", "train.out_dir")
     accelerator.wait_for_everyone()
     logger = _Logger(out_dir, main, start_step=pos.step)
-
-    model.train()
-    start = time.time()
-    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
-    bar = tqdm(total=total_steps, initial=pos.step, desc="train", unit="step", disable=not (main and progress), file=sys.stderr)
-    window = _new_window()
-    n_bad, stage, last_batch = 0, None, None  # last_batch: stands in for a batch of only unreadable clips
-    stop_at = min(total_steps, tc.stop_at or total_steps)
-    done = pos.step >= stop_at
     if len(sampler) == 0:
         raise DataError("data.train: no batches (is data.batch_size or data.max_batch_seconds too small?)")
-    n_batches = len(sampler)
-    while not done:
-        if tc.max_steps is None and pos.epoch >= tc.epochs:
-            break
-        sampler.set_epoch(pos.epoch)
-        n_batches = len(sampler)  # weighted resampling: the epoch's length may vary
-        loader_gen.manual_seed(tc.seed * 1_000_003 + pos.epoch)
-        for batch, meta in loader:
-            pos.batches_done += 1
-            n_bad += meta["n_bad"]
-            adaptor_only = pos.step < cfg.model.adaptor_only_steps
-            if adaptor_only != stage:  # LST: stage 1 trains the adaptor only, stage 2 adaptor + LoRA
-                # The CTC stage trains the adaptor and S-LoRA (when on): the LLM does not run.
-                set_trainable(accelerator.unwrap_model(model), adaptor_only=adaptor_only, llm_lora=tc.objective != "ctc")
-                stage = adaptor_only
-            # Accumulation windows are fixed by the position in the epoch (not by a running counter):
-            # every grad_accum batches and at the epoch's end, so a resumed run steps where an
-            # uninterrupted one does and an epoch's leftover batches never spill into the next epoch.
-            sync = pos.batches_done % tc.grad_accum == 0 or pos.batches_done >= n_batches
-            accelerator.sync_gradients = sync  # what accelerator.accumulate() would set (optimizer, DeepSpeed)
-            last_batch = _backward(run, batch, meta, last_batch, sync, pos, n_batches, window, ctc_vocab)
-            if not sync:
-                continue
-            _optimizer_step(run, params)
-            pos.step += 1
-            bar.update(1)
-            if pos.step % tc.log_every == 0 or pos.step == stop_at:
-                window = _log_window(run, window, pos, logger, bar, start, adaptor_only)
-            if dev_loader is not None and pos.step % tc.eval_every == 0:
-                _evaluate(run, dev_loader, dev_samples, processor, ctc_vocab, pos.step, logger)
-            out_of_time = _out_of_time(deadline, accelerator)
-            done = pos.step >= stop_at or out_of_time
-            if pos.step % tc.save_every == 0 or done:
-                _save(run, out_dir / f"checkpoint-{pos.step:07d}", pos, n_batches, with_state=True)
-            if done:
-                if out_of_time:
-                    say(f"[train] stopping at step {pos.step}: train.max_minutes={tc.max_minutes} reached")
-                elif pos.step < total_steps:
-                    say(f"[train] stopping at step {pos.step} of {total_steps}: train.stop_at={tc.stop_at}")
-                break
-        if not done:
-            pos.epoch += 1
-            pos.batches_done = 0
-    bar.close()
-    if n_bad:
-        say(f"[train] skipped {n_bad} unreadable clips (data.skip_bad)")
-    final = out_dir / "final"
-    _save(run, final, pos, n_batches, with_state=False)
-    logger.close()
-    say(f"[train] done: {pos.step} steps in {time.time() - start:.0f} s; final checkpoint {final}")
-    return final
+    return _SetUp(run, pos, params, logger, loader, loader_gen, dev_loader, dev_samples, processor, ctc_vocab,
+                  total_steps, main)
 
 
 def _accelerator(cfg: Config):
