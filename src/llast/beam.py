@@ -83,14 +83,8 @@ def beam_search(
     inputs = last_embeds  # step 0: one row per clip; afterwards K rows per clip
     for t in range(T):
         n = alive.numel()
-        positions = mask.long().sum(-1, keepdim=True) - 1
-        logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                     use_cache=True).logits[:, -1].float()  # (rows, V)
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # log p = logits - lse
-        if t < min_new_tokens:
-            logits[:, eos] = float("-inf")
-        top_val, top_tok = logits.topk(keep, dim=-1)  # (rows, keep): each row's best continuations
-        cand, beam_of, tok = _candidates(top_val - lse, top_tok, run_score, first_step=t == 0)
+        top_lp, top_tok = _step(llm, inputs, mask, cache, keep, eos if t < min_new_tokens else None)
+        cand, beam_of, tok = _candidates(top_lp, top_tok, run_score, first_step=t == 0)
         seq = run_seq.gather(1, beam_of[:, :, None].expand(n, keep, T))  # a new tensor: safe to write
         seq[:, :, t] = tok
         # a candidate stops at EOS, and every candidate stops at the length limit
@@ -127,6 +121,22 @@ def beam_search(
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         inputs = embed(run_seq[:, :, t].reshape(-1, 1))
     return out_seq[:, : int(out_len.max())]
+
+
+def _step(llm, inputs: torch.Tensor, mask: torch.Tensor, cache, keep: int, banned: torch.Tensor | None):
+    """One decoding step: each row's `keep` best continuations, (log-probabilities, tokens), (rows, keep) each;
+    `banned` tokens (EOS before min_new_tokens) are never among them.
+
+    inputs : (rows, 1, H) embedding of each row's newest position; mask : (rows, L) its attention mask so far
+    """
+    positions = mask.long().sum(-1, keepdim=True) - 1
+    logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                 use_cache=True).logits[:, -1].float()  # (rows, V)
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # log p = logits - lse
+    if banned is not None:
+        logits[:, banned] = float("-inf")
+    top_val, top_tok = logits.topk(keep, dim=-1)  # (rows, keep): a row's best logits are its best log p
+    return top_val - lse, top_tok
 
 
 def _candidates(top_lp: torch.Tensor, top_tok: torch.Tensor, run_score: torch.Tensor, first_step: bool):
