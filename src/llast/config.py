@@ -247,16 +247,22 @@ def _build(cls: type, data: Any, where: str) -> Any:
         return cls()
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = _known_keys(cls, data, where)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _known_keys(cls: type, data: dict, where: str) -> dict:
+    """The type hints of dataclass `cls`, once every key of `data` is known to be one of its fields."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
         keys = ", ".join(f"{where}.{k}" if where else k for k in unknown)
         raise ConfigError(f"unknown config key(s): {keys} (allowed here: {', '.join(sorted(names))})")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
-    return cls(**kwargs)
+    return hints
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -359,12 +365,11 @@ _LORA_RULES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _apply_rules(obj: Any, rules: dict[str, tuple[Any, str]], prefix: str, names=None) -> None:
+def _apply_rules(obj: Any, rules: dict[str, tuple[Any, str]], prefix: str) -> None:
     for key, (ok, what) in rules.items():
         value = get_dotted(obj, key)
         if not ok(value):
-            name = names(key) if names else f"{prefix}{key}"
-            raise ConfigError(f"{name}: {value!r} is not allowed; expected {what}")
+            raise ConfigError(f"{prefix}{key}: {value!r} is not allowed; expected {what}")
 
 
 def _check_finite(obj: Any, where: str) -> None:
@@ -418,11 +423,7 @@ def check_decode(decode: Any, base: DecodeConfig | None = None, options: bool = 
         values = decode
     else:
         raise ConfigError(f"decode: expected decoding options, got {type(decode).__name__}")
-    hints = typing.get_type_hints(DecodeConfig)
-    unknown = sorted(str(k) for k in set(values) - set(hints))
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join('decode.' + k for k in unknown)} "
-                          f"(allowed here: {', '.join(sorted(hints))})")
+    hints = _known_keys(DecodeConfig, values, "decode")
     name = (lambda k: "--" + k.replace("_", "-")) if options else (lambda k: f"decode.{k}")
     checked = {k: _coerce(hints[k], v, name(k)) for k, v in values.items()}
     for key, value in checked.items():  # every float rule is a bounded range, so nan and inf fail it too
