@@ -20,7 +20,7 @@ import torch
 import tiny
 from llast.checkpoint import save_checkpoint
 from llast.decode import load_model
-from llast.cli import build_parser
+from llast.cli import build_parser, main
 from llast.lora import apply_lora
 from llast.model import build_model
 from llast.segment import SegmentOptions
@@ -394,6 +394,34 @@ def test_a_failing_request_does_not_fail_its_batch(translator):
 def test_cli_serve_defaults_to_localhost():
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert args.host == "127.0.0.1" and args.api_key is None and args.default_src is None
+
+
+def test_cli_serve_decodes_every_batch_with_the_options_given(ckpt, monkeypatch, capsys):
+    """`llast serve --num-beams 3`: the DecodeConfig the CLI made (the checkpoint's options with the one given)
+    is what the batcher decodes every batch with, as it is; the loaded model's own cfg.decode is left alone."""
+    import llast.serve
+
+    seen = {}
+
+    class Capture:  # Server, without binding a port or serving
+        url = "http://127.0.0.1:0"
+
+        def __init__(self, translator, host, port, opts, **kw):
+            seen["translator"], seen["opts"] = translator, opts
+
+        def serve_forever(self):
+            pass
+
+    monkeypatch.setattr(llast.serve, "Server", Capture)
+    assert main(["serve", "--model", str(ckpt), "--num-beams", "3", "--dtype", "float32"]) == 0
+    translator, decode = seen["translator"], seen["opts"].decode
+    assert decode.num_beams == 3 and translator.cfg.decode.num_beams == 2
+    assert decode == dataclasses.replace(translator.cfg.decode, num_beams=3)
+    app = llast.serve.create_app(translator, seen["opts"])
+    try:
+        assert app.batcher.decode is decode
+    finally:
+        app.batcher.stop()
 
 
 # ----------------------------------------------------------------------------- issue #32: the server stays up
