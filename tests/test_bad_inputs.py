@@ -545,13 +545,16 @@ def outputs(w) -> SimpleNamespace:
     root = w.root / "outputs"
     root.mkdir()
     foreign = {name: _users_folder(root / f"mine_{name}") for name in FOREIGN}
-    siblings = {name: _users_folder(root / f"new_{name}.tmp") for name in ("export", "ship", "train")}
+    siblings = {name: _users_folder(root / f"new_{name}.tmp") for name in FOREIGN}
     (root / "a").mkdir(), (root / "b").mkdir()
     shutil.copy(w.good, root / "a" / "clip.wav")
     shutil.copy(w.clips / "good2.wav", root / "b" / "clip.wav")
     train_yaml = root / "train.yaml"
     train_yaml.write_text(w.train_yaml.read_text().replace(str(w.root / "run"), str(root / "new_train")))
     tsv = w.corpus / "covost_v2.fr_en.dev.tsv"
+    (root / "pclips").mkdir()
+    sf.write(root / "pclips" / "x.flac", tiny.clip(0.6, seed=9), 16000, format="FLAC")
+    prepare_tsv = _tsv(root / "covost_v2.de_en.dev.tsv", [("x.flac", "x", "y")])
     cases = {
         "export": ["export", "--model", w.ckpt, "--out", foreign["export"]],
         "ship": ["export", "--ship", "--model", w.ckpt, "--out", foreign["ship"]],
@@ -567,8 +570,14 @@ def outputs(w) -> SimpleNamespace:
         "ok:ship": ["export", "--ship", "--model", w.ckpt, "--out", root / "new_ship"],
         "ok:ship_again": ["export", "--ship", "--model", w.ckpt, "--out", root / "new_ship"],  # its own kind: replaced
         "ok:train": ["train", train_yaml],
-        "ok:evaluate": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "ev"],
-        "ok:evaluate_again": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "ev"],
+        "ok:text-lora": ["text-lora", "--model", w.ckpt, "--out", root / "new_text-lora", "--steps", "1", "--batch", "2",
+                        "--data", tsv],
+        "ok:evaluate": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "new_evaluate"],
+        "ok:evaluate_again": ["evaluate", "--model", w.ckpt, "--data", tsv, "--out", root / "new_evaluate"],
+        "ok:synth": ["data", "synth", "--out", root / "new_synth", "--directions", "de-en", "--train", "1", "--dev", "0",
+                     "--test", "0", "--splits", "train"],
+        "ok:prepare": ["data", "prepare", "covost", "--tsv", prepare_tsv, "--clips", root / "pclips", "--out", root / "new_prepare"],
+        "ok:translate": ["translate", "--model", w.ckpt, "--src", "de", w.good, "--out-dir", root / "new_translate"],
         "ok:vtt": ["translate", "--model", w.ckpt, "--src", "de", "--format", "vtt", "--out-dir", root / "subs",
                    root / "a" / "clip.wav", root / "b" / "clip.wav"],
     }
@@ -583,12 +592,14 @@ def test_a_users_folder_is_refused_and_left_as_it_was(outputs, command):
 
 
 def test_new_output_folders_leave_a_users_tmp_sibling_alone(outputs):
-    for name in ("export", "ship", "train"):
+    for name in FOREIGN:
         r = outputs.r[f"ok:{name}"]
         assert r.returncode == 0, r.stderr[-3000:]
         assert _intact(outputs.siblings[name]), name  # `new_X.tmp` is the user's, not ours
     assert (outputs.root / "new_export" / "llast.json").is_file() and (outputs.root / "new_ship" / "llast.json").is_file()
     assert (outputs.root / "new_train" / "final" / "llast.json").is_file()
+    assert (outputs.root / "new_text-lora" / "text_lora").is_dir() and (outputs.root / "new_prepare" / "x.wav").is_file()
+    assert (outputs.root / "new_synth" / "synth.json").is_file() and (outputs.root / "new_translate" / "good1.txt").is_file()
     assert outputs.r["ok:ship_again"].returncode == 0  # into its own earlier output: allowed, replaced whole
     assert outputs.r["ok:evaluate"].returncode == 0 and outputs.r["ok:evaluate_again"].returncode == 0
     leftovers = [p.name for p in outputs.root.rglob("*") if p.name.endswith((".llast-partial", ".llast-old"))]

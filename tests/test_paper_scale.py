@@ -376,8 +376,11 @@ def test_import_xtuner_takes_overrides_after_options_and_keeps_a_users_folder(tm
     rc, printed = _run_cli(argv + [str(precious), "train.mixed_precision=no"], capsys)
     assert rc == 1 and "--out" in printed.err and "not empty" in printed.err
     assert sorted(p.name for p in precious.iterdir()) == ["sub", "thesis.txt"] and (precious / "thesis.txt").read_text() == "mine"
+    (tmp_path / "o.tmp").mkdir()
+    (tmp_path / "o.tmp" / "mine.txt").write_text("mine")  # a user's folder named like a temporary one
     rc, printed = _run_cli(argv + [str(tmp_path / "o"), "train.mixed_precision=no", "train.lr=1e-4"], capsys)
     assert rc == 0, printed.err
+    assert (tmp_path / "o.tmp" / "mine.txt").read_text() == "mine"
     from llast.checkpoint import read_checkpoint_config
 
     cfg = read_checkpoint_config(tmp_path / "o")
