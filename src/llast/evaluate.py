@@ -401,6 +401,7 @@ def transcribe_sources(asr, sets, out_dir: Path, skip_bad: bool = False, lowerca
         seen = {s.id for s in asr_sets.get((src, src, "transcribe"), [])}
         asr_sets.setdefault((src, src, "transcribe"), []).extend(
             dataclasses.replace(transcription_of(s), id=s.id) for s in samples if s.id not in seen)
+    outdir.claim(out_dir, "evaluate")  # OUT is the cascade's output (its asr/ goes inside): marked before asr/ exists
     evaluate(asr.generate, asr_sets, out_dir / "asr", lowercase=lowercase, skip_bad=skip_bad, meta=meta)
     return read_transcripts(out_dir / "asr", sets)
 
