@@ -5,6 +5,8 @@
          -> 200 json {"text"} | text | srt | vtt | verbose_json {"task", "language", "duration", "text", "segments"}
     GET  /health   -> {"status": "ok", "model", "batches_run", "requests_in_progress", "queued_requests", "pending_segments"}
     GET  /docs     the OpenAPI page (schema at /openapi.json)
+    WS   /v1/realtime   live translation, OpenAI Realtime transcription-session events (llast.realtime)
+    GET  /         the live page: microphone or file in, segments as they end, SRT out (llast.realtime)
 
 OpenAI's clients work unchanged: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)``.
 
@@ -70,10 +72,12 @@ class ServeOptions:
     max_upload_mb: float = 64.0  # request body limit (413)
     max_audio_seconds: float = 3600.0  # decoded length limit (413)
     max_input_samples: int = 1800 * 2 * 48000  # seconds x channels x rate of the upload (413)
-    read_timeout: float = 30.0  # seconds to receive a request body (408)
+    read_timeout: float = 30.0  # seconds to receive a request body (408); a live stream's idle limit
+    max_streams: int = 16  # live streams (/v1/realtime) at once
 
     def __post_init__(self) -> None:
-        for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout"):
+        for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout",
+                     "max_streams"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"serve option {name} must be positive, got {getattr(self, name)}")
         for lang in (self.default_src, self.tgt):
@@ -461,6 +465,10 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
         return {"status": "ok", "model": opts.model_name, "batches_run": batcher.batches_run,
                 "requests_in_progress": len(ctx["requests"]), "queued_requests": len(batcher.active),
                 "pending_segments": batcher.pending_segments()}
+
+    from llast.realtime import add_live_routes
+
+    add_live_routes(app, ctx)
 
     # The multipart envelope around the file is allowed 64 KiB on top of the file's limit.
     wrapped = BodyLimits(app, max_bytes + 64 * 1024, opts.read_timeout, opts.api_key)
