@@ -14,13 +14,10 @@ import torch
 from websockets.sync.client import connect
 
 import tiny
-from llast.checkpoint import save_checkpoint
 from llast.cli import main
 from llast.decode import load_model
 from llast.errors import AudioError
 from llast.live import LiveSegmenter, blocks_of, pcm16_to_float, pcm_blocks
-from llast.lora import apply_lora
-from llast.model import build_model
 from llast.segment import WINDOW, SegmentOptions, segment, segments_from_probs
 from llast.serve import Server, ServeOptions
 from test_segment import concatenated, speech_clips
@@ -141,18 +138,7 @@ def test_pcm16_input():
 
 @pytest.fixture(scope="module")
 def ckpt(tiny_dirs, tmp_path_factory):
-    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode.max_new_tokens = 5
-    cfg.decode.num_beams = 2
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    apply_lora(model, cfg.model)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return str(save_checkpoint(model, cfg, tmp_path_factory.mktemp("live") / "ckpt"))
+    return str(tiny.lora_checkpoint(tiny_dirs, tmp_path_factory.mktemp("live") / "ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -41,9 +41,8 @@ function toBase64(int16) {
 
 function toPcm16(float32) {
   const out = new Int16Array(float32.length);
-  for (let i = 0; i < float32.length; i++) {
-    const x = Math.max(-1, Math.min(1, float32[i]));
-    out[i] = x < 0 ? Math.round(x * 32768) : Math.round(x * 32767);
+  for (let i = 0; i < float32.length; i++) { // exact for audio that was PCM16 (a WAV file)
+    out[i] = Math.max(-32768, Math.min(32767, Math.round(float32[i] * 32768)));
   }
   return out;
 }
@@ -260,12 +259,15 @@ async function translateFile(file) {
   }
 }
 
-function downloadSrt() {
+function srtText() {
   const cues = segments.filter((s) => s.done && s.text.trim());
-  const text = cues.map((s, i) => (i + 1) + "\n" + srtTime(s.start) + " --> " + srtTime(s.end) + "\n" +
+  return cues.map((s, i) => (i + 1) + "\n" + srtTime(s.start) + " --> " + srtTime(s.end) + "\n" +
     s.text.trim().split(/\s+/).join(" ") + "\n").join("\n");
+}
+
+function downloadSrt() {
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([text], {type: "application/x-subrip"}));
+  a.href = URL.createObjectURL(new Blob([srtText()], {type: "application/x-subrip"}));
   a.download = "llast-live.srt";
   a.click();
   URL.revokeObjectURL(a.href);
