@@ -341,3 +341,10 @@ def test_the_page_is_served(server):
     for name in ("live.js", "worklet.js", "style.css"):
         with urllib.request.urlopen(f"{server.url}/web/{name}", timeout=10) as r:
             assert r.status == 200 and len(r.read()) > 100
+
+
+def test_microphone_errors_are_one_line_and_come_before_the_model_loads(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # as if sounddevice (or PortAudio) were missing
+    assert main(["translate", "--live", "--model", "no/such/checkpoint", "--src", "fr"]) == 1
+    err = capsys.readouterr().err
+    assert "libportaudio2" in err and "--live -" in err and len(err.strip().splitlines()) == 1

@@ -286,6 +286,8 @@ def _run_live(args) -> int:
     fmt = "json" if args.json else args.format
     SegmentOptions(min_silence=args.min_silence, pad=args.pad)
     language_name(args.src), language_name(args.tgt)
+    if not args.files:
+        live.check_microphone()  # no device: the error comes before the model loads
     translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     blocks = live.prefetched(live.pcm_blocks(sys.stdin.buffer)) if args.files else live.microphone_blocks()

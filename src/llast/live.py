@@ -319,6 +319,21 @@ def pcm_blocks(stream, seconds: float = 0.1) -> Iterator[np.ndarray]:
         raise AudioError(f"PCM input: it ended inside a sample ({len(carry)} stray byte); expected 16-bit samples")
 
 
+def check_microphone():
+    """The sounddevice module, if there is a default input device; else AudioError saying what to do."""
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as e:
+        raise AudioError(f"microphone: sounddevice/PortAudio is not usable ({e}); install Debian libportaudio2, "
+                         "or pipe raw 16 kHz PCM16 into `llast translate --live -`") from None
+    try:
+        sd.query_devices(kind="input")
+    except Exception as e:  # noqa: BLE001 - PortAudioError / ValueError: no input device
+        raise AudioError(f"microphone: no default input device ({e}); pipe raw 16 kHz PCM16 into "
+                         "`llast translate --live -` instead") from None
+    return sd
+
+
 def microphone_blocks(seconds: float = 0.1, backlog_seconds: float = 120.0) -> Iterator[np.ndarray]:
     """Blocks of 16 kHz mono audio from the default input device (sounddevice / PortAudio), until Ctrl-C
     (which ends the stream: the segment being spoken is still translated). Blocks the consumer has not
@@ -326,11 +341,7 @@ def microphone_blocks(seconds: float = 0.1, backlog_seconds: float = 120.0) -> I
     import queue
     import sys
 
-    try:
-        import sounddevice as sd
-    except (ImportError, OSError) as e:
-        raise AudioError(f"microphone: sounddevice/PortAudio is not usable ({e}); install Debian libportaudio2, "
-                         "or pipe raw 16 kHz PCM16 into `llast translate --live -`") from None
+    sd = check_microphone()
     blocks: queue.Queue = queue.Queue(maxsize=max(1, int(backlog_seconds / seconds)))
     dropped = [0]
 

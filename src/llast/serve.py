@@ -496,6 +496,10 @@ class Server:
             limit_concurrency=max_connections,  # connections + requests in flight; beyond: 503
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers
             timeout_graceful_shutdown=5,
+            # No WebSocket keep-alive pings: a live stream that sends faster than it is decoded is not read for a
+            # while (back-pressure, llast.realtime), and its pong would wait behind its audio; idle streams are
+            # closed by read_timeout instead.
+            ws_ping_interval=None,
         )
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
