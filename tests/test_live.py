@@ -313,6 +313,8 @@ def test_wrong_key_cap_and_idle_timeout(server, talk):
             _recv(ws)
             _session(ws, input_audio_transcription={"language": "fr"})
         for _ in range(20):
+            for ws in (first, second):  # a little silence keeps them from the idle timeout (2 s here)
+                _append(ws, np.zeros(160, np.float32))
             with _connect(server) as extra:
                 event = _recv(extra)
                 assert event["type"] == "error" and event["error"]["code"] == "server_busy"
@@ -348,3 +350,19 @@ def test_microphone_errors_are_one_line_and_come_before_the_model_loads(monkeypa
     assert main(["translate", "--live", "--model", "no/such/checkpoint", "--src", "fr"]) == 1
     err = capsys.readouterr().err
     assert "libportaudio2" in err and "--live -" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_client_that_goes_away_mid_stream_frees_its_place(server, talk):
+    import time
+
+    with _connect(server) as ws:
+        _recv(ws)
+        _session(ws, input_audio_transcription={"language": "fr"})
+        for block in blocks_of(np.concatenate([talk, talk]), 0.5):  # faster than it is decoded: back-pressure
+            _append(ws, block)
+    deadline = time.monotonic() + 120
+    while server.app.ctx["streams"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.app.ctx["streams"] == 0
+    with _connect(server) as ws:
+        assert _recv(ws)["type"] == "transcription_session.created"

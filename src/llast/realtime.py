@@ -98,6 +98,7 @@ class Stream:
         self.changed = asyncio.Event()
         self.last_activity = time.monotonic()
         self.send_lock = asyncio.Lock()
+        self.gone = False  # set when results can no longer be sent
 
     async def send(self, event: dict) -> None:
         async with self.send_lock:
@@ -235,6 +236,13 @@ class Stream:
 
     async def results(self) -> None:
         """Send each segment's result as it is decoded, in stream order (a task of its own)."""
+        try:
+            await self._results()
+        finally:  # the socket is gone (or the stream ends): nothing waits for room any more
+            self.gone = True
+            self.changed.set()
+
+    async def _results(self) -> None:
         while True:
             while not self.inflight:
                 self.changed.clear()
@@ -261,6 +269,8 @@ class Stream:
     async def room(self) -> None:
         """Wait until fewer than MAX_PENDING segments are in flight (back-pressure on the socket)."""
         while len(self.inflight) >= MAX_PENDING:
+            if self.gone:
+                raise WebSocketDisconnect(1006)
             self.changed.clear()
             await self.changed.wait()
 
