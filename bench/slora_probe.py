@@ -36,6 +36,16 @@ def transcribe(tr, samples, decode) -> list[str]:
     return tr.generate(examples, decode)
 
 
+def read_hyps(out_dir: str) -> dict[str, str]:
+    """Sample id -> hypothesis from an `llast evaluate --task transcribe` OUT (its *.ids.txt / *.hyp.txt)."""
+    hyps = {}
+    for ids_file in Path(out_dir).glob("*.transcribe.ids.txt"):
+        ids = ids_file.read_text(encoding="utf-8").splitlines()
+        texts = ids_file.with_name(ids_file.name.replace(".ids.txt", ".hyp.txt")).read_text(encoding="utf-8").splitlines()
+        hyps.update((i.removesuffix("-asr"), h) for i, h in zip(ids, texts))
+    return hyps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="llast-mini")
@@ -44,7 +54,11 @@ def main() -> None:
     ap.add_argument("--num-beams", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--on", default=None, metavar="DIR",
+                    help="take the S-LoRA-on transcripts from this `llast evaluate --model M --task transcribe` OUT "
+                         "(same model, beams and data) instead of decoding them again")
     args = ap.parse_args()
+    given = read_hyps(args.on) if args.on else {}
 
     tr = load_model(args.model, merge_lora=False)
     encoder = tr.model.encoder
@@ -52,7 +66,7 @@ def main() -> None:
         raise ConfigError(f"{args.model}: its encoder has no S-LoRA (model.encoder.lora is off); nothing to switch off")
     decode = tr.decode_config(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, two_pass=False)
-    result = {"model": args.model, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+    result = {"model": args.model, "slora_on_from": args.on, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
               "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
               "normalisation": "lowercase, punctuation removed", "sets": {}}
     t0 = time.time()
@@ -61,7 +75,11 @@ def main() -> None:
         for lang in sorted({s.src_lang for s in samples}):
             part = [s for s in samples if s.src_lang == lang and s.source_text.strip()]
             refs = [s.source_text for s in part]
-            on = transcribe(tr, part, decode)
+            on = [given.get(s.id) for s in part]
+            if None in on:
+                if args.on:
+                    raise ConfigError(f"--on {args.on}: no transcript for {part[on.index(None)].id}")
+                on = transcribe(tr, part, decode)
             with encoder.disable_adapter():
                 off = transcribe(tr, part, decode)
             name = f"{Path(manifest).stem}.{lang}"

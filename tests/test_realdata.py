@@ -109,6 +109,9 @@ def test_build_real_set_reads_every_source_and_writes_manifests(tmp_path):
     lines = [json.loads(x) for x in (out / "real.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(x["origin"] and x["duration"] > 0.5 for x in lines)
     assert {x["translation_by"] for x in lines if x["src_lang"] != "en"} == {"llast", None}
+    # real.translate.jsonl: the sentence lines that have an English translation, nothing else
+    assert {s.source_text for s in read_manifest(out / "real.translate.jsonl")} == {
+        "Jawohl, mein Herr!", 'Was ist "denn" los?', "allume la lumière", "Dal passo si sale sulla vetta lungo la cresta sud."}
     md = (out / "SOURCES.md").read_text(encoding="utf-8")
     assert "Apache-2.0" in md and "GPL-2+" in md and "skipped" in md
 

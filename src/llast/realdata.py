@@ -23,6 +23,7 @@ Output (``build_real_set``)::
     OUT/clips/<id>.flac          16 kHz mono FLAC
     OUT/real.jsonl               sentences: X->en translate lines (target_text "" when no translation),
                                  en lines as transcribe
+    OUT/real.translate.jsonl     the X->en sentence lines that have an English translation (BLEU, chrF)
     OUT/words.jsonl              single words (ktuberling), X->en translate lines
     OUT/SOURCES.md               every source: origin, licence, clips per language, and why one was skipped
 
@@ -396,9 +397,11 @@ def build_real_set(out_dir: str | Path, repos: str | Path | None = None, per_sou
         dur = _write_flac(c.audio, out / "clips" / f"{c.id}.flac")
         seconds += dur
         lines[c.kind].append(manifest_line(c, dur))
-    for kind, name in (("sentence", "real.jsonl"), ("word", "words.jsonl")):
+    with_en = [o for o in lines["sentence"] if o["task"] == "translate" and o["target_text"]]
+    for name, objs in (("real.jsonl", lines["sentence"]), ("real.translate.jsonl", with_en),
+                       ("words.jsonl", lines["word"])):
         with open(out / name, "w", encoding="utf-8") as f:
-            for obj in lines[kind]:
+            for obj in objs:
                 f.write(json.dumps(obj, ensure_ascii=False) + "\n")
     counts = {k: {lang: sum(1 for o in v if o["src_lang"] == lang) for lang in LANGS} for k, v in lines.items()}
     translated = {lang: sum(1 for c in clips if c.lang == lang and c.translation) for lang in LANGS if lang != "en"}
