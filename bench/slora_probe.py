@@ -66,7 +66,7 @@ def main() -> None:
         raise ConfigError(f"{args.model}: its encoder has no S-LoRA (model.encoder.lora is off); nothing to switch off")
     decode = tr.decode_config(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, two_pass=False)
-    result = {"model": args.model, "slora_on_from": args.on, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+    result = {"model": args.model, "slora_on_from": args.on, "clips": ", ".join(Path(m).name for m in args.data), "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
               "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
               "normalisation": "lowercase, punctuation removed", "sets": {}}
     t0 = time.time()

@@ -5,8 +5,8 @@ This set judges hearing on people's voices instead. It is built from what can be
 source read from where its owner ships it:
 
 - Debian packages (installed by scripts/setup.sh; always used when present):
-  ``fillets-ng-data`` (German lines of the game's voice acting + its script text, GPL-2+),
-  ``pocketsphinx-testdata`` (English LibriVox sentences, BSD-2-Clause / public-domain audio),
+  ``fillets-ng-data`` (German lines of the game's voice acting + its script text, GPL-2),
+  ``pocketsphinx-testdata`` (English LibriVox sentences; package BSD-2 (CMU), LibriVox recordings public domain),
   ``ktuberling-data`` (single words in es and it, GPL-2+; the English key of each word is its translation).
 - Public GitHub repositories, read from local checkouts under ``--repos DIR`` (named ``owner+name``,
   as `git clone https://github.com/OWNER/NAME DIR/OWNER+NAME` makes them; missing ones are skipped):
@@ -293,7 +293,7 @@ def _read_picovoice(root: Path, name: str) -> list[Clip]:
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("fillets-ng-data", "Debian fillets-ng-data", "GPL-2+",
+    Source("fillets-ng-data", "Debian fillets-ng-data", "GPL-2",
            "Fish Fillets NG: the German officer's voiced lines (level elk), text from the game's script; "
            "translations by llast", "debian",
            "/usr/share/games/fillets-ng", read_fillets),
