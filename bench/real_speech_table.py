@@ -1,9 +1,10 @@
 """The tables of docs/real_speech.md from the OUT folder of bench/real_speech.sh.
 
-    python bench/real_speech_table.py runs/realeval > /tmp/tables.md
+    python bench/real_speech_table.py runs/realeval data/real8 > /tmp/tables.md
 
 Hearing: WER / CER (clips) per source language, transcribe task (Whisper base's own, llast-mini's first
-pass with its encoder S-LoRA on, and off: bench/slora_probe.py). Translation into English: BLEU / chrF
+pass with its encoder S-LoRA on, and off: bench/slora_probe.py), on every clip of DATA's manifest that a
+run decoded (llast-mini's from its transcribe runs and the probe's "on" pass), then on the probe's clips. Translation into English: BLEU / chrF
 (clips) on the clips that have an English reference. A missing run shows as "-".
 """
 
@@ -26,28 +27,55 @@ def _cell(r: dict | None, a: str, b: str, scale: float = 1.0) -> str:
     return f"{r[a] * scale:.1f} / {r[b] * scale:.1f} ({r['n']})"
 
 
-def hearing(out: Path, part: str) -> list[str]:
-    rows = []
-    for label, run in (("Whisper base, transcribe", f"{part}-whisper-transcribe"),
-                       ("llast-mini, first pass (transcribe)", f"{part}-mini-transcribe")):
-        sets = _load(out / run / "score.json").get("sets", {})
-        rows.append([label] + [_cell(sets.get(f"{lang}-{lang}.transcribe"), "wer", "cer", 100) for lang in LANGS])
-    for probe_file in sorted(out.glob(f"slora_probe_{part}*.json")):
-        rows += probe_rows(_load(probe_file))
-    return _table(["WER / CER % (clips)"] + list(LANGS), rows)
+def _hyps(run_dirs: list[Path]) -> dict[str, str]:
+    """Sample id -> hypothesis from `llast evaluate --task transcribe` OUT folders."""
+    hyps = {}
+    for run in run_dirs:
+        for ids_file in run.glob("*.transcribe.ids.txt"):
+            texts = ids_file.with_name(ids_file.name.replace(".ids.txt", ".hyp.txt")).read_text(encoding="utf-8").splitlines()
+            hyps.update((i.removesuffix("-asr"), h) for i, h in zip(ids_file.read_text(encoding="utf-8").splitlines(), texts))
+    return hyps
 
 
-def probe_rows(probe: dict) -> list[list[str]]:
-    """S-LoRA off (and on, when the probe decoded it itself rather than reading an evaluate run's)."""
-    keys = [("slora_off", "off")] if probe.get("slora_on_from") else [("slora_on", "on"), ("slora_off", "off")]
-    rows = []
-    for key, state in keys:
-        row = [f"llast-mini, first pass, encoder S-LoRA {state} (probe: {probe.get('clips', 'same clips')})"]
-        for lang in LANGS:
-            r = next((v for k, v in probe.get("sets", {}).items() if k.endswith(f".{lang}")), None)
-            row.append(_cell({**r[key], "n": r["n"]} if r else None, "wer", "cer", 100))
-        rows.append(row)
-    return rows
+def _wer_cells(hyps: dict[str, str], refs: dict[str, tuple[str, str]]) -> list[str]:
+    """Per language: WER / CER % (clips) over the clips of `refs` (id -> (lang, text)) that `hyps` has;
+    "of N" when some are missing."""
+    from llast.evaluate import word_error_rates
+
+    cells = []
+    for lang in LANGS:
+        ids = [i for i, (lg, _) in refs.items() if lg == lang]
+        have = [i for i in ids if i in hyps]
+        if not have:
+            cells.append("-")
+            continue
+        r = word_error_rates([hyps[i] for i in have], [refs[i][1] for i in have])
+        n = f"{len(have)}" + ("" if len(have) == len(ids) else f" of {len(ids)}")
+        cells.append(f"{r['wer'] * 100:.1f} / {r['cer'] * 100:.1f} ({n})")
+    return cells
+
+
+def hearing(out: Path, data: Path, part: str) -> list[str]:
+    """WER/CER on every clip of DATA/{part}.jsonl, and on the probe's clips."""
+    from llast.data import read_manifest
+
+    refs = {s.id: (s.src_lang, s.source_text) for s in read_manifest(data / f"{part}.jsonl")}
+    whisper = _hyps([out / f"{part}-whisper-transcribe"])
+    mini = _hyps(sorted(out.glob(f"{part}-mini-transcribe*")))
+    probes = [_load(f) for f in sorted(out.glob(f"slora_probe_{part}*.json"))]
+    on = {e["id"]: e["on"] for p in probes for r in p.get("sets", {}).values() for e in r["examples"]}
+    off = {e["id"]: e["off"] for p in probes for r in p.get("sets", {}).values() for e in r["examples"]}
+    rows = [["Whisper base, transcribe"] + _wer_cells(whisper, refs),
+            ["llast-mini, first pass (S-LoRA on)"] + _wer_cells({**on, **mini}, refs),
+            ["llast-mini, first pass, encoder S-LoRA off"] + _wer_cells(off, refs)]
+    tables = _table(["WER / CER % (clips), all clips"] + list(LANGS), rows)
+    if off:
+        sub = {i: refs[i] for i in off}
+        rows = [["Whisper base, transcribe"] + _wer_cells(whisper, sub),
+                ["llast-mini, S-LoRA on (probe)"] + _wer_cells(on, sub),
+                ["llast-mini, S-LoRA off (probe)"] + _wer_cells(off, sub)]
+        tables += [""] + _table(["WER / CER % (clips), the probe's clips"] + list(LANGS), rows)
+    return tables
 
 
 def translation(out: Path, part: str) -> list[str]:
@@ -70,10 +98,11 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    out, data = Path(sys.argv[1]), Path(sys.argv[2])
     for part, title in (("real", "sentences (real.jsonl / real.translate.jsonl)"), ("words", "single words (words.jsonl)")):
         print(f"### Hearing, {title}\n")
-        print("\n".join(hearing(out, part)) + "\n")
+        if (data / f"{part}.jsonl").is_file():
+            print("\n".join(hearing(out, data, part)) + "\n")
         print(f"### Translation into English, {title}\n")
         print("\n".join(translation(out, part)) + "\n")
 
