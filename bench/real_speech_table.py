@@ -27,12 +27,14 @@ def _cell(r: dict | None, a: str, b: str, scale: float = 1.0) -> str:
     return f"{r[a] * scale:.1f} / {r[b] * scale:.1f} ({r['n']})"
 
 
-def _hyps(run_dirs: list[Path]) -> dict[str, str]:
-    """Sample id -> hypothesis from `llast evaluate --task transcribe` OUT folders."""
+def _hyps(run_dirs: list[Path], heard: bool = False) -> dict[str, str]:
+    """Sample id -> hypothesis from `llast evaluate --task transcribe` OUT folders, or with `heard` the first
+    pass of a two-pass model's translate run (its *.translate.heard.txt)."""
     hyps = {}
     for run in run_dirs:
-        for ids_file in run.glob("*.transcribe.ids.txt"):
-            texts = ids_file.with_name(ids_file.name.replace(".ids.txt", ".hyp.txt")).read_text(encoding="utf-8").splitlines()
+        for ids_file in run.glob("*.translate.ids.txt" if heard else "*.transcribe.ids.txt"):
+            kind = ".heard.txt" if heard else ".hyp.txt"
+            texts = ids_file.with_name(ids_file.name.replace(".ids.txt", kind)).read_text(encoding="utf-8").splitlines()
             hyps.update((i.removesuffix("-asr"), h) for i, h in zip(ids_file.read_text(encoding="utf-8").splitlines(), texts))
     return hyps
 
@@ -61,7 +63,7 @@ def hearing(out: Path, data: Path, part: str) -> list[str]:
 
     refs = {s.id: (s.src_lang, s.source_text) for s in read_manifest(data / f"{part}.jsonl")}
     whisper = _hyps([out / f"{part}-whisper-transcribe"])
-    mini = _hyps(sorted(out.glob(f"{part}-mini-transcribe*")))
+    mini = {**_hyps([out / f"{part}-mini-translate"], heard=True), **_hyps(sorted(out.glob(f"{part}-mini-transcribe*")))}
     probes = [_load(f) for f in sorted(out.glob(f"slora_probe_{part}*.json"))]
     on = {e["id"]: e["on"] for p in probes for r in p.get("sets", {}).values() for e in r["examples"]}
     off = {e["id"]: e["off"] for p in probes for r in p.get("sets", {}).values() for e in r["examples"]}
