@@ -4,7 +4,8 @@
 # translate = two passes) on the real-speech dev set, then the S-LoRA on/off probe (bench/slora_probe.py).
 # WER/CER on every clip (real.jsonl, words.jsonl); BLEU/chrF on the clips with an English translation
 # (real.translate.jsonl, words.jsonl).
-# Usage: bash bench/real_speech.sh DATA_DIR OUT_DIR   (DATA_DIR from `llast data real --out DATA_DIR ...`)
+# Usage: bash bench/real_speech.sh DATA_DIR OUT_DIR   (DATA_DIR from `llast data real --out DATA_DIR ...`);
+# then python bench/real_speech_table.py OUT_DIR DATA_DIR prints the tables.
 # The Whisper/cascade commands and the llast-mini commands are independent: they may run side by side.
 set -euo pipefail
 DATA=${1:?DATA_DIR}; O=${2:?OUT_DIR}

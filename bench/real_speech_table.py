@@ -80,18 +80,30 @@ def hearing(out: Path, data: Path, part: str) -> list[str]:
     return tables
 
 
-def translation(out: Path, part: str) -> list[str]:
+def translation(out: Path, data: Path, part: str) -> list[str]:
+    from llast.data import read_manifest
+
+    manifest = data / (f"{part}.translate.jsonl" if (data / f"{part}.translate.jsonl").is_file() else f"{part}.jsonl")
+    src = {s.id: s.source_text for s in read_manifest(manifest)}
     rows = []
     for label, run in (("Whisper base, translate", f"{part}-whisper-translate"),
                        ("cascade: Whisper base -> Qwen2.5-Coder-0.5B", f"{part}-cascade"),
                        ("llast-mini, two passes", f"{part}-mini-translate")):
         sets = _load(out / run / "score.json").get("sets", {})
         rows.append([label] + [_cell(sets.get(f"{lang}-en.translate"), "bleu", "chrf") for lang in LANGS[:4]])
-        if "whisper-translate" not in run:
-            what = "its Whisper transcripts" if "cascade" in run else "its first pass"
-            rows.append([f"  WER / CER % of {what} on these clips"] + [
-                _cell({**r, "wer": r.get("asr_wer"), "cer": r.get("asr_cer")} if (r := sets.get(f"{lang}-en.translate"))
-                      else None, "wer", "cer", 100) for lang in LANGS[:4]])
+        if "whisper-translate" in run:
+            continue
+        # WER of the transcripts each translation was made from, on exactly these clips (the cascade's own
+        # asr_wer is its transcribe run's, over every clip of the language)
+        heard = (_hyps([out / f"{part}-whisper-transcribe"]) if "cascade" in run
+                 else _hyps([out / run], heard=True))
+        refs = {}
+        for lang in LANGS[:4]:
+            ids_file = out / run / f"{lang}-en.translate.ids.txt"
+            if ids_file.is_file():
+                refs.update((i, (lang, src[i])) for i in ids_file.read_text(encoding="utf-8").splitlines() if i in src)
+        what = "Whisper base's transcripts" if "cascade" in run else "its first pass"
+        rows.append([f"  WER / CER % of {what} on these clips"] + _wer_cells(heard, refs)[:4])
     return _table(["BLEU / chrF (clips)"] + list(LANGS[:4]), rows)
 
 
@@ -106,7 +118,7 @@ def main() -> None:
         if (data / f"{part}.jsonl").is_file():
             print("\n".join(hearing(out, data, part)) + "\n")
         print(f"### Translation into English, {title}\n")
-        print("\n".join(translation(out, part)) + "\n")
+        print("\n".join(translation(out, data, part)) + "\n")
 
 
 if __name__ == "__main__":
