@@ -34,7 +34,7 @@ def _run_models(args) -> int:
 
 
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="data preparation: synth (offline corpus), prepare covost")
+    p = sub.add_parser("data", help="data preparation: synth (offline corpus), real (recorded-speech dev set), prepare covost")
     dsub = p.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="build a CoVoST-2-format corpus with espeak-ng from Debian sentence pairs")
     s.add_argument("--out", required=True, help="output folder")
@@ -55,6 +55,11 @@ def _add_data(sub) -> None:
     s.add_argument("--exclude", nargs="+", default=[], metavar="TSV",
                    help="CoVoST TSVs whose sentences this corpus never uses (e.g. another corpus's dev and test)")
     s.add_argument("--workers", type=int, default=2)
+    r = dsub.add_parser("real", help="build the dev set of real recorded speech (Debian packages + GitHub checkouts)")
+    r.add_argument("--out", required=True, help="output folder (clips/, real.jsonl, words.jsonl, SOURCES.md)")
+    r.add_argument("--repos", default=None,
+                   help="folder of GitHub checkouts named OWNER+NAME (see llast.realdata; missing ones are skipped)")
+    r.add_argument("--per-source", type=int, default=50, help="at most this many clips per source and language")
     c = dsub.add_parser("prepare", help="convert corpus audio to 16 kHz WAV (resumable, parallel)")
     c.add_argument("corpus", choices=["covost"])
     c.add_argument("--tsv", nargs="+", required=True, help="CoVoST TSV files whose clips to convert")
@@ -82,6 +87,15 @@ def _run_data(args) -> int:
             workers=args.workers,
             people=args.people,
         )
+        return 0
+    if args.data_command == "real":
+        from llast import realdata
+
+        from llast.errors import ConfigError
+
+        if args.per_source < 1:
+            raise ConfigError(f"--per-source must be at least 1, got {args.per_source}")
+        print(realdata.format_report(realdata.build_real_set(args.out, repos=args.repos, per_source=args.per_source)))
         return 0
     from llast import data
 
