@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import json
 
+import srt
+
 FORMATS = ("text", "json", "srt", "vtt")
 
 
@@ -18,8 +20,6 @@ def _cues(segments) -> list:
 
 
 def to_srt(segments) -> str:
-    import srt
-
     subs = [
         srt.Subtitle(index=i, start=datetime.timedelta(seconds=s.start), end=datetime.timedelta(seconds=s.end),
                      content=" ".join(s.text.split()))
