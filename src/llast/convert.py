@@ -4,7 +4,8 @@
   ``WhisperForConditionalGeneration`` + ``WhisperProcessor`` files.
 - ``gguf_to_hf``: a (quantized) GGUF causal LM to a plain, trainable float32 checkpoint + tokenizer.
 
-Both write with ``save_pretrained`` so the result loads with ``from_pretrained(out_dir)`` offline.
+Both write with ``save_pretrained`` so the result loads with ``from_pretrained(out_dir)`` offline;
+``verify_whisper`` / ``verify_causal_lm`` load a converted folder and run one forward pass on it.
 Every failure a user can meet (truncated or corrupt file, unexpected layout) raises ``AssetError``
 naming the file and the problem.
 """
