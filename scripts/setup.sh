@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="espeak-ng sox trans-de-en fillets-ng-data pocketsphinx-testdata apertium apertium-eng-spa apertium-fr-es apertium-spa-ita"
+APT_PKGS="espeak-ng sox trans-de-en fillets-ng-data pocketsphinx-testdata apertium apertium-eng-spa apertium-fr-es apertium-spa-ita chromium chromium-driver libportaudio2"
 missing=""
 for p in $APT_PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -165,3 +165,24 @@ def write_train_yaml(path: Path, encoder_dir: Path, llm_dir: Path, corpus: Path,
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def lora_checkpoint(tiny_dirs: dict, path: Path) -> Path:
+    """A saved tiny Whisper + Llama checkpoint whose LoRA weights are random (not the identity), decoding with
+    2 beams and at most 5 new tokens: the cheapest model a server can serve in tests."""
+    from llast.checkpoint import save_checkpoint
+    from llast.lora import apply_lora
+    from llast.model import build_model
+
+    cfg = tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    cfg.decode.max_new_tokens = 5
+    cfg.decode.num_beams = 2
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    apply_lora(model, cfg.model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return save_checkpoint(model, cfg, path)

@@ -199,8 +199,8 @@ def _decode_options(args) -> dict:
 
 
 def _add_translate(sub) -> None:
-    p = sub.add_parser("translate", help="translate (or transcribe) audio files")
-    p.add_argument("files", nargs="+", help="audio files (wav, flac, mp3, ogg; any rate)")
+    p = sub.add_parser("translate", help="translate (or transcribe) audio files, or a live stream (--live)")
+    p.add_argument("files", nargs="*", help="audio files (wav, flac, mp3, ogg; any rate); with --live: - (stdin) or none")
     p.add_argument("--model", required=True, help="checkpoint directory (or a YAML config: its untrained model)")
     p.add_argument("--src", required=True, help="source language code (fr, de, zh-CN, ...)")
     p.add_argument("--tgt", default="en", help="target language code (default en)")
@@ -214,6 +214,9 @@ def _add_translate(sub) -> None:
                    help="longest speech segment in seconds (default and upper bound: the model's max, 30)")
     p.add_argument("--min-silence", type=float, default=0.5, help="a pause this long (s) ends a segment (default 0.5)")
     p.add_argument("--pad", type=float, default=0.2, help="audio kept before and after each segment (s, default 0.2)")
+    p.add_argument("--live", action="store_true",
+                   help="translate a live stream, printing each segment as it ends: from the default microphone, "
+                        "or raw 16 kHz mono PCM16 on stdin with file '-' (ffmpeg -i URL -f s16le -ac 1 -ar 16000 -)")
     _add_decode_options(p)
 
 
@@ -227,6 +230,10 @@ def _run_translate(args) -> int:
     from llast.segment import SegmentOptions
     from llast.subtitles import render
 
+    if args.live:
+        return _run_live(args)
+    if not args.files:
+        raise ConfigError("translate: give one or more audio files (or --live)")
     options = _decode_options(args)
     check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")  # the model's limit: once loaded
     fmt = "json" if args.json else args.format
@@ -259,6 +266,53 @@ def _run_translate(args) -> int:
             print(f"{path}\t{text.rstrip()}")
         else:
             print(text, end="")
+    return 0
+
+
+def _run_live(args) -> int:
+    """`llast translate --live`: each segment printed as it ends: text '[start --> end] text', json (a line
+    per segment), srt or vtt (a cue per segment), from the microphone or raw PCM16 on stdin ('-')."""
+    import json
+
+    from llast import live
+    from llast.config import check_chunk_seconds
+    from llast.decode import load_translator
+    from llast.errors import ConfigError
+    from llast.processor import language_name
+    from llast.segment import SegmentOptions
+    from llast.subtitles import to_srt, to_vtt, vtt_time
+
+    if args.files not in ([], ["-"]) or args.out_dir:
+        raise ConfigError("--live reads the microphone (no file) or raw PCM on stdin (file '-'); it prints to stdout")
+    if args.files and sys.stdin.isatty():
+        raise ConfigError("--live -: stdin is a terminal; pipe raw 16 kHz mono PCM16 into it (ffmpeg ... -f s16le -ac 1 -ar 16000 -)")
+    options = _decode_options(args)
+    check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")
+    fmt = "json" if args.json else args.format
+    SegmentOptions(min_silence=args.min_silence, pad=args.pad)
+    language_name(args.src), language_name(args.tgt)
+    if not args.files:
+        live.check_microphone()  # no device: the error comes before the model loads
+    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    decode = dataclasses.replace(translator.cfg.decode, **options)
+    opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
+    blocks = live.prefetched(live.pcm_blocks(sys.stdin.buffer)) if args.files else live.microphone_blocks()
+    if fmt == "vtt":
+        print("WEBVTT\n", flush=True)
+    n = 0
+    for seg in translator.translate_stream(blocks, args.src, args.tgt, task=args.task, segment_options=opts, decode=decode):
+        if fmt == "text":
+            out = f"[{vtt_time(seg.start)} --> {vtt_time(seg.end)}] {seg.text}\n"
+        elif fmt == "json":
+            out = json.dumps({"start": seg.start, "end": seg.end, "text": seg.text}, ensure_ascii=False) + "\n"
+        elif not seg.text.strip():
+            continue  # no empty cues
+        elif fmt == "srt":
+            out = to_srt([seg], first=n + 1)
+        else:
+            out = to_vtt([seg], header=False)
+        n += 1
+        print(out, end="", flush=True)
     return 0
 
 
@@ -523,6 +577,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-audio-seconds", type=float, default=3600.0, help="audio length limit (413)")
     p.add_argument("--read-timeout", type=float, default=30.0, help="seconds a client has to send its request body (408)")
     p.add_argument("--max-connections", type=int, default=256, help="open connections and requests; more get 503")
+    p.add_argument("--max-streams", type=int, default=16,
+                   help="live streams (WebSocket /v1/realtime) at once; more get an error event and are closed")
     _add_decode_options(p)
 
 
@@ -538,14 +594,15 @@ def _run_serve(args) -> int:
     opts = ServeOptions(
         model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-        max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout,
+        max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout, max_streams=args.max_streams,
     )
     translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
     key_note = "API key required" if api_key else "no API key"
-    print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs)", flush=True)
+    print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs; live page at {server.url}/)",
+          flush=True)
     server.serve_forever()
     return 0
 

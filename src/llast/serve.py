@@ -5,6 +5,8 @@
          -> 200 json {"text"} | text | srt | vtt | verbose_json {"task", "language", "duration", "text", "segments"}
     GET  /health   -> {"status": "ok", "model", "batches_run", "requests_in_progress", "queued_requests", "pending_segments"}
     GET  /docs     the OpenAPI page (schema at /openapi.json)
+    WS   /v1/realtime   live translation, OpenAI Realtime transcription-session events (llast.realtime)
+    GET  /         the live page: microphone or file in, segments as they end, SRT out (llast.realtime)
 
 OpenAI's clients work unchanged: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)``.
 
@@ -79,14 +81,15 @@ class ServeOptions:
     max_upload_mb: float = 64.0  # request body limit (413)
     max_audio_seconds: float = 3600.0  # decoded length limit (413)
     max_input_samples: int = 1800 * 2 * 48000  # seconds x channels x rate of the upload (413)
-    read_timeout: float = 30.0  # seconds to receive a request body (408)
+    read_timeout: float = 30.0  # seconds to receive a request body (408); a live stream's idle limit
     header_timeout: float = 10.0  # seconds a new connection has to send its request line and headers
     max_planning: int = 1  # long uploads being cut into segments (speech detection) at once; others wait, queued
+    max_streams: int = 16  # live streams (/v1/realtime) at once
     decode: DecodeConfig | None = None  # how every request is decoded (checked where made); None: the model's own
 
     def __post_init__(self) -> None:
         for name in ("max_wait_ms", "max_queue", "max_upload_mb", "max_audio_seconds", "max_input_samples", "read_timeout",
-                     "header_timeout", "max_planning"):
+                     "header_timeout", "max_planning", "max_streams"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"serve option {name} must be positive, got {getattr(self, name)}")
         for lang in (self.default_src, self.tgt):
@@ -529,6 +532,10 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
                 "pending_segments": batcher.pending_segments(),
                 "connections_closed_before_headers": ctx["guard"].closed_early if "guard" in ctx else 0}
 
+    from llast.realtime import add_live_routes
+
+    add_live_routes(app, ctx)
+
     # The multipart envelope around the file is allowed 64 KiB on top of the file's limit.
     wrapped = BodyLimits(app, max_bytes + 64 * 1024, opts.read_timeout, opts.api_key)
     wrapped.fastapi, wrapped.batcher, wrapped.ctx = app, batcher, ctx
@@ -615,6 +622,10 @@ class Server:
             limit_concurrency=max_connections,  # connections + requests in flight; beyond: 503
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # request line + headers, while they arrive
             timeout_graceful_shutdown=5,
+            # No WebSocket keep-alive pings: a live stream that sends faster than it is decoded is not read for a
+            # while (back-pressure, llast.realtime), and its pong would wait behind its audio; idle streams are
+            # closed by read_timeout instead.
+            ws_ping_interval=None,
         )
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None

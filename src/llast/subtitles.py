@@ -19,11 +19,12 @@ def _cues(segments) -> list:
     return [s for s in segments if s.text.strip()]
 
 
-def to_srt(segments) -> str:
+def to_srt(segments, first: int = 1) -> str:
+    """SRT cues numbered from `first` (a live stream prints its cues one at a time)."""
     subs = [
         srt.Subtitle(index=i, start=datetime.timedelta(seconds=s.start), end=datetime.timedelta(seconds=s.end),
                      content=" ".join(s.text.split()))
-        for i, s in enumerate(_cues(segments), 1)
+        for i, s in enumerate(_cues(segments), first)
     ]
     return srt.compose(subs, reindex=False)
 
@@ -36,8 +37,8 @@ def vtt_time(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
-def to_vtt(segments) -> str:
-    lines = ["WEBVTT", ""]
+def to_vtt(segments, header: bool = True) -> str:
+    lines = ["WEBVTT", ""] if header else []
     for s in _cues(segments):
         # "-->" would end the cue timing line early in a player; it cannot occur in a VTT cue payload.
         lines += [f"{vtt_time(s.start)} --> {vtt_time(s.end)}", " ".join(s.text.replace("-->", "->").split()), ""]
