@@ -174,9 +174,10 @@ def lora_checkpoint(tiny_dirs: dict, path: Path) -> Path:
     from llast.lora import apply_lora
     from llast.model import build_model
 
+    import dataclasses
+
     cfg = tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode.max_new_tokens = 5
-    cfg.decode.num_beams = 2
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=5, num_beams=2)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)

@@ -275,7 +275,7 @@ class Stream:
             await self.changed.wait()
 
     async def handle(self, event: dict) -> None:
-        kind, client_event = event.get("type"), event.get("event_id")
+        kind = event.get("type")
         if kind == "transcription_session.update":
             self.update(event.get("session"))
             await self.send({"type": "transcription_session.updated", "session": self.session()})
