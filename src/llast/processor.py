@@ -20,11 +20,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoTokenizer, WhisperFeatureExtractor
 
 from llast.audio import HOP_LENGTH, N_SAMPLES_30S
 from llast.config import ModelConfig, PromptConfig
 from llast.errors import ConfigError
-from llast.model import AUDIO_TOKEN_ID, IGNORE_INDEX, audio_embed_length, encoder_family
+from llast.model import (
+    AUDIO_TOKEN_ID,
+    IGNORE_INDEX,
+    audio_embed_length,
+    encoder_family,
+    kept_config_dir,
+    load_encoder_config,
+    resolve_name,
+)
 
 # CoVoST-2's languages (codes as CoVoST writes them) and a few more.
 LANGUAGES = {
@@ -102,8 +111,6 @@ class Processor:
         self.cfg = cfg
         self.family = encoder_family(encoder_config)
         if self.family == "whisper":
-            from transformers import WhisperFeatureExtractor
-
             fe = WhisperFeatureExtractor(feature_size=encoder_config.num_mel_bins)
             self.mel_filters = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).T.contiguous()
         if tokenizer.pad_token_id is None:
@@ -224,8 +231,6 @@ def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def build_processor(cfg: ModelConfig, encoder_config=None, tokenizer=None) -> Processor:
     """Processor for `cfg`, loading the LLM tokenizer and encoder config by name when not given."""
-    from llast.model import load_encoder_config
-
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg)
     if encoder_config is None:
@@ -236,10 +241,6 @@ def build_processor(cfg: ModelConfig, encoder_config=None, tokenizer=None) -> Pr
 def load_tokenizer(cfg: ModelConfig):
     """The LLM's tokenizer: model.llm.tokenizer if set, else the LLM's own. With random_init, one whose
     vocabulary does not fit the LLM's vocab_size is an error (its ids would index past the embeddings)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from llast.model import kept_config_dir, resolve_name
-
     name = cfg.llm.tokenizer or cfg.llm.name
     source = kept_config_dir(name) if cfg.random_init and not cfg.llm.tokenizer else resolve_name(name)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import json
 
+import srt
+
 FORMATS = ("text", "json", "srt", "vtt")
 
 
@@ -19,8 +21,6 @@ def _cues(segments) -> list:
 
 def to_srt(segments, first: int = 1) -> str:
     """SRT cues numbered from `first` (a live stream prints its cues one at a time)."""
-    import srt
-
     subs = [
         srt.Subtitle(index=i, start=datetime.timedelta(seconds=s.start), end=datetime.timedelta(seconds=s.end),
                      content=" ".join(s.text.split()))

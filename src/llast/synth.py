@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import unicodedata
 import zlib
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from tqdm import tqdm
 
 from llast import outdir
 from llast.audio import SAMPLE_RATE
@@ -253,7 +255,7 @@ def excluded_sentences(tsvs: list[str | Path]) -> frozenset[str]:
     """The normalised source and target sentences of CoVoST-format TSVs (`synth --exclude`): a corpus whose
     training set must not hold another corpus's dev or test sentences. A missing or malformed file is a
     DataError naming it."""
-    from llast.data import read_tsv_rows
+    from llast.data import read_tsv_rows  # lazy: llast.data pulls torch and transformers (seconds); synthesis needs neither
 
     out: set[str] = set()
     for tsv in tsvs:
@@ -340,8 +342,6 @@ def _telephone(x: np.ndarray) -> np.ndarray:
 
 def _codec(x: np.ndarray, codec: str) -> np.ndarray:
     """`x` encoded with `codec` (one of CODECS, at 8 kHz) by sox and decoded back to 16 kHz."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="llast-codec-") as tmp:
         wav, coded, back = (Path(tmp) / n for n in ("in.wav", f"c.{codec}", "out.wav"))
         sf.write(str(wav), np.clip(x, -1, 1).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
@@ -561,8 +561,6 @@ def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, 
 
 def _render_all(jobs: list[dict], workers: int) -> float:
     """Render every clip (`workers` espeak-ng processes); returns the seconds of audio made."""
-    from tqdm import tqdm
-
     seconds = 0.0
     bar = tqdm(total=len(jobs), desc="synthesizing clips", unit="clip")
     try:

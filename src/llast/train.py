@@ -27,22 +27,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import set_seed
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, gather_object, set_seed
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from llast import outdir
 from llast.assets import resolve_checkpoint
-from tqdm import tqdm
-
-from llast.audio import SAMPLE_RATE
+from llast.audio import SAMPLE_RATE, load_audio
 from llast.checkpoint import clean_leftovers, load_adaptor, load_weights, save_checkpoint
 from llast.config import Config, validate
-from llast.features import build_cache, check_cacheable, pad_states
 from llast.data import SpeechDataset, build_samples, filter_batch
-from llast.samplers import make_sampler
-from llast.errors import CheckpointError, DataError
-from llast.model import IGNORE_INDEX
+from llast.decode import Translator
+from llast.errors import AudioError, CheckpointError, DataError
+from llast.evaluate import score
+from llast.features import build_cache, check_cacheable, pad_states
 from llast.lora import build_lora_model, format_param_counts, param_counts, set_trainable, trainable_parameters
+from llast.model import IGNORE_INDEX
 from llast.processor import Example, build_processor
+from llast.samplers import make_sampler
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -243,8 +246,6 @@ def _window_len(batch_no: int, n_batches: int, grad_accum: int) -> int:
 
 def _engine(accelerator) -> str:
     """"fsdp", "deepspeed" or "ddp" (also one process): what decides how checkpoints are gathered."""
-    from accelerate.utils import DistributedType
-
     t = accelerator.distributed_type
     return "fsdp" if t == DistributedType.FSDP else "deepspeed" if t == DistributedType.DEEPSPEED else "ddp"
 
@@ -253,7 +254,7 @@ def _fsdp_full_state(model, optimizer, with_optimizer: bool) -> tuple[dict, dict
     """Unsharded adaptor + LoRA tensors and (optionally) optimizer state of an FSDP model, on rank 0 (CPU).
     A collective: every rank calls it. Frozen base weights are not gathered; the adaptor and LoRA are
     made trainable for the call so that LST's first stage (LoRA frozen) still saves its LoRA."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict  # lazy: ~2 s to import; only FSDP runs need it
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -286,8 +287,6 @@ class _Logger:
     def __init__(self, out_dir: Path, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
             path = out_dir / "log.jsonl"
             kept = _kept_records(path, start_step)
             tmp = path.with_name(path.name + ".tmp")
@@ -371,11 +370,6 @@ def ctc_collapse(best: list[int], vocab: torch.Tensor) -> list[int]:
 def dev_bleu(model, processor, cfg: Config, samples, device) -> dict:
     """Corpus BLEU of the dev samples per target language ({"dev_bleu_en": ...}), decoded with cfg.decode in
     one pass (decode.two_pass is an inference choice; the curve follows the speech translation trained)."""
-    from llast.audio import load_audio
-    from llast.decode import Translator
-    from llast.errors import AudioError
-    from llast.evaluate import score
-
     by_tgt: dict[str, tuple[list, list]] = {}
     for s in samples:
         try:
@@ -551,9 +545,6 @@ def _set_up(cfg: Config, resume: str, progress: bool) -> _SetUp:
 
 def _accelerator(cfg: Config):
     """Accelerate's Accelerator for this run (one process, or every process of `accelerate launch` / torchrun)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.model.adaptor_only_steps > 0 else []
     # Accelerate sets up multi-process CPU training (gloo) only when told `cpu=True`; without it every
     # process of a GPU-less `torchrun` would think it is the only one (and all would write out_dir).
@@ -701,7 +692,7 @@ def _restore_optimizer(run: _Run, ckpt: Path, state: dict) -> None:
         if loaded is None:
             raise CheckpointError(f"{ckpt / 'engine'}: DeepSpeed could not load its state from here")
     elif run.engine == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict  # lazy: ~2 s to import; only FSDP runs need it
 
         set_optimizer_state_dict(run.model, run.optimizer.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
@@ -734,7 +725,6 @@ def _trainer_state(run: _Run, pos: _Position, n_batches: int, optim: dict | None
     accelerator = run.accelerator
     rng = [_rng_state()]
     if accelerator.num_processes > 1:  # every rank's RNG, in rank order
-        from accelerate.utils import gather_object
 
         rng = gather_object(rng)
     # A checkpoint on the last batch of an epoch resumes at the start of the next one.

@@ -24,9 +24,13 @@ import re
 from pathlib import Path
 
 import torch
+from torch import serialization
 
+from llast.checkpoint import save_checkpoint
 from llast.config import Config, from_dict, to_dict
 from llast.errors import CheckpointError
+from llast.memory import meta_model
+from llast.model import check_weights
 
 _PROJECTOR = re.compile(r"^projector\.model\.(\d+)\.(weight|bias)$")
 _LLM_LORA = "llm.base_model.model."
@@ -53,7 +57,6 @@ def read_released(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
-    from torch import serialization
 
     try:
         unsafe = sorted(serialization.get_unsafe_globals_in_checkpoint(str(path)))
@@ -99,10 +102,6 @@ def released_config(cfg: Config) -> Config:
 
 def import_xtuner(ckpt: str | Path, cfg: Config, out: str | Path, say=print) -> Path:
     """Write a llast checkpoint at `out` from the released code's `ckpt` for the model `cfg` describes."""
-    from llast.checkpoint import save_checkpoint
-    from llast.memory import meta_model
-    from llast.model import check_weights
-
     ckpt = Path(ckpt)
     cfg = released_config(cfg)
     module, placeholders = read_released(ckpt)
