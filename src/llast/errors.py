@@ -25,5 +25,7 @@ class AssetError(LlastError, RuntimeError):
     """A bundled model that cannot be installed, converted or verified."""
 
 
-class OutputError(LlastError, ValueError):
-    """An output folder that a command may not write into (it holds something that is not its own)."""
+class OutputError(ConfigError, DataError, CheckpointError):
+    """An output folder that a command may not write into (it holds something that is not its own). A kind of
+    each error the writing commands raised for their output paths before llast.outdir, so code that catches
+    those still catches it."""
