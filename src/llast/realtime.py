@@ -58,6 +58,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from llast.audio import MIN_SAMPLES, SAMPLE_RATE
+from llast.batcher import Job, RequestError
 from llast.errors import LlastError
 from llast.live import LiveSegmenter, new_vad_model, pcm16_to_float
 from llast.processor import language_name
@@ -211,8 +212,6 @@ class Stream:
 
     async def closed(self, ready) -> list[str]:
         """Announce and submit the segments the segmenter handed out; their item ids."""
-        from llast.serve import Job, RequestError
-
         ids = []
         for seg, wav in ready:
             item = f"item_{next(self.items):06d}"
@@ -226,10 +225,11 @@ class Stream:
                           [Segment(0.0, len(wav) / SAMPLE_RATE)], wav=wav, seconds=len(wav) / SAMPLE_RATE)
                 while True:
                     try:
-                        self.ctx["batcher"].submit(job)
+                        self.ctx["batcher"].reserve()  # a place in the server's queue, as an upload takes
                         break
                     except RequestError:  # the server's queue is full: wait, this stream's reading waits with it
                         await asyncio.sleep(0.2)
+                self.ctx["batcher"].submit(job)
             self.inflight.append((item, seg, job))
             self.changed.set()
         return ids
