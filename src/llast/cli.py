@@ -175,8 +175,9 @@ def _add_decode_options(p) -> None:
                    help="translate in two passes: transcribe, then the LLM translates the transcript (with the "
                         "checkpoint's text adapter, else without L-LoRA; default: the checkpoint's decode.two_pass; "
                         "llast-mini: on)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
+                   help="weights dtype; int8 = dynamic int8 Linear weights on CPU (llast models only); auto = bf16 on "
+                        "CUDA and on CPUs with AMX-BF16, int8 on other CPUs for llast models (float32 for the baselines)")
 
 
 def _decode_overrides(args) -> dict:
@@ -311,6 +312,7 @@ def _run_evaluate(args) -> int:
         generate, meta, max_seconds = _whisper_baseline(args, overrides)
     else:
         from llast.decode import load_translator
+        from llast.quantize import weights_kind
 
         translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
         decode = translator.decode_config(**overrides)
@@ -319,7 +321,7 @@ def _run_evaluate(args) -> int:
             return translator.generate(examples, decode, on_batch=on_batch, heard=heard)
 
         meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams, "two_pass": decode.two_pass,
-                "dtype": str(next(translator.model.parameters()).dtype)}
+                "dtype": weights_kind(translator.model)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
     if unreadable:

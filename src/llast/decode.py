@@ -180,7 +180,7 @@ class Translator:
         it (llast.llm_text): with the checkpoint's text adapter (text_lora/, `llast text-lora`) if it has
         one, else with its L-LoRA switched off (the LLM's own text translation)."""
         llm = self.model.llm
-        if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter"):
+        if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter") and not hasattr(llm, "llast_adapters"):
             from llast.errors import ConfigError
 
             raise ConfigError("decode.two_pass: this model's L-LoRA is merged into the LLM; load it with "
@@ -276,7 +276,13 @@ def _text_pass_adapter(llm):
     (llast.checkpoint.TEXT_ADAPTER), else no adapter at all; the L-LoRA is active again afterwards."""
     from llast.checkpoint import TEXT_ADAPTER
 
-    if TEXT_ADAPTER in getattr(llm, "peft_config", {}):
+    switch = getattr(llm, "llast_adapters", None)  # an int8 LLM with one copy per adapter (llast.quantize)
+    if switch is not None:
+        from llast.quantize import BASE
+
+        with switch.use(TEXT_ADAPTER if TEXT_ADAPTER in switch.names else BASE):
+            yield
+    elif TEXT_ADAPTER in getattr(llm, "peft_config", {}):
         active = llm.active_adapter
         llm.set_adapter(TEXT_ADAPTER)
         try:
@@ -298,20 +304,35 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
     load: the same model, with no LoRA detour per layer at inference (~15% faster decoding on CPU).
     Two-pass translation (decode.two_pass; `two_pass`: None = the checkpoint's setting) needs the LLM
     without its L-LoRA: the L-LoRA is then left unmerged (the S-LoRA is still merged).
-    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
-            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
-            then cast.
+    dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, int8 on other CPUs; see llast.model.inference_dtype
+            and llast.quantize.wants_int8), "float32", "bfloat16", "float16" or "int8" (dynamic int8 Linear
+            weights on CPU, llast.quantize). The model is loaded and merged in its training dtype, then cast.
     """
     from llast.checkpoint import load_checkpoint, merge_lora_weights
-    from llast.model import inference_dtype
+    from llast.quantize import wants_int8
 
-    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
+    wants_int8(dtype, device)  # an unknown dtype fails before the model is loaded
     model, cfg = load_checkpoint(path)
     if two_pass is not None:
         cfg.decode.two_pass = two_pass
     if merge_lora:
         merge_lora_weights(model, ("encoder",) if cfg.decode.two_pass else ("encoder", "llm"))
-    return Translator(model, cfg, device=device, dtype=dtype)
+    return _translator(model, cfg, dtype, device)
+
+
+def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Translator:
+    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, or int8 (cast to fp32, then
+    llast.quantize.quantize_int8; its S-LoRA must already be merged)."""
+    from llast.quantize import quantize_int8, wants_int8
+
+    if not wants_int8(dtype, device):
+        return Translator(model, cfg, device=device, dtype=dtype)
+    from llast.checkpoint import merge_lora_weights
+
+    merge_lora_weights(model, ("encoder",))
+    translator = Translator(model, cfg, device="cpu", dtype="float32")
+    quantize_int8(translator.model)
+    return translator
 
 
 def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None) -> Translator:
@@ -325,5 +346,5 @@ def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None
         if two_pass is not None:
             cfg.decode.two_pass = two_pass
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
-        return Translator(build_lora_model(cfg.model), cfg, dtype=dtype)
+        return _translator(build_lora_model(cfg.model), cfg, dtype)
     return load_model(spec, dtype=dtype, two_pass=two_pass)
