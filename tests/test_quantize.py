@@ -136,8 +136,11 @@ def test_cli_dtype_int8_reaches_the_model(ckpt, tmp_path, capsys):
     clip = tmp_path / "a.wav"
     sf.write(clip, tiny.clip(1.1, 0, 200.0), 16000)
     capsys.readouterr()
-    assert main(["translate", "--model", str(ckpt), "--src", "fr", "--dtype", "int8", "--num-beams", "1", str(clip)]) == 0
-    assert capsys.readouterr().out.startswith(str(clip))
+    assert main(["translate", "--model", str(ckpt), "--src", "fr", "--dtype", "int8", "--num-beams", "1", "--verbose",
+                 str(clip)]) == 0
+    got = capsys.readouterr()
+    assert got.out.startswith(str(clip))
+    assert "1.1 s of audio" in got.err and "RTF" in got.err and "weights int8" in got.err
     assert main(["evaluate", "--baseline", "whisper", "--model", "x", "--data", data, "--out", str(out),
                  "--dtype", "int8"]) == 1  # the baselines have no int8 path: one clear line
     assert "int8" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from llast.subtitles import FORMATS
 
@@ -210,6 +211,8 @@ def _add_translate(sub) -> None:
                    help="longest speech segment in seconds (default and upper bound: the model's max, 30)")
     p.add_argument("--min-silence", type=float, default=0.5, help="a pause this long (s) ends a segment (default 0.5)")
     p.add_argument("--pad", type=float, default=0.2, help="audio kept before and after each segment (s, default 0.2)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the run's speed on stderr: load time, decode time, real-time factor, weights, threads")
     _add_decode_options(p)
 
 
@@ -232,15 +235,25 @@ def _run_translate(args) -> int:
         raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
     SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
     language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
-    for path in args.files:  # errors before the model is loaded
-        audio_duration(path)
+    seconds = sum(audio_duration(path) for path in args.files)  # errors before the model is loaded
+    started = time.perf_counter()
     translator = load_translator(args.model, args.dtype, two_pass=overrides.get("two_pass"))
+    loaded = time.perf_counter()
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
     results = translator.translate(
         list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
         segment_options=opts, **overrides,
     )
+    if args.verbose:
+        import torch
+
+        from llast.quantize import weights_kind
+
+        took = time.perf_counter() - loaded
+        print(f"llast translate: {seconds:.1f} s of audio decoded in {took:.1f} s, RTF {took / max(seconds, 1e-9):.3f} "
+              f"(model loaded in {loaded - started:.1f} s; weights {weights_kind(translator.model)}, "
+              f"{torch.get_num_threads()} threads)", file=sys.stderr)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

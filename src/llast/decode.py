@@ -321,8 +321,8 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
 
 
 def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Translator:
-    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, or int8 (cast to fp32, then
-    llast.quantize.quantize_int8; its S-LoRA must already be merged)."""
+    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, or int8 (llast.quantize.quantize_int8,
+    S-LoRA merged first, from the weights as loaded; what stays float is then cast to fp32)."""
     from llast.quantize import quantize_int8, wants_int8
 
     if not wants_int8(dtype, device):
@@ -330,8 +330,9 @@ def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Tr
     from llast.checkpoint import merge_lora_weights
 
     merge_lora_weights(model, ("encoder",))
-    translator = Translator(model, cfg, device="cpu", dtype="float32")
-    quantize_int8(translator.model)
+    translator = Translator(model, cfg, device="cpu")
+    quantize_int8(translator.model)  # layer by layer: no whole fp32 copy of the LLM on the way (peak RSS)
+    translator.model.float()
     return translator
 
 

@@ -52,21 +52,31 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
 
     weight : (out, in) float; bias : (out,) or None
     """
-    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(weight.float())
-        if bias is not None:
-            lin.bias.copy_(bias.float())
-    return _quantize(nn.Sequential(lin))[0]
+    with torch.device("meta"):
+        lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    lin.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.detach().float(), requires_grad=False)
+    return _quantize_dynamic(lin)
 
 
 def _quantize(module: nn.Module) -> nn.Module:
-    """`module` with its nn.Linear layers replaced by dynamic int8 ones (in place)."""
+    """`module` with its nn.Linear layers replaced by dynamic int8 ones (in place), one at a time."""
+    if type(module) is nn.Linear:
+        return _quantize_dynamic(module)
+    for name, child in list(module.named_modules()):
+        if type(child) is nn.Linear:
+            parent, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, leaf, int8_linear(child.weight, child.bias))
+    return module
+
+
+def _quantize_dynamic(lin: nn.Linear) -> nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():  # torch points eager quantization users to torchao, slower here in eager mode
         warnings.simplefilter("ignore")
-        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+        return quantize_dynamic(nn.Sequential(lin), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
 
 
 class AdapterSwitch:
@@ -132,8 +142,8 @@ def _switchable_llm(llm) -> nn.Module:
 
 
 def quantize_int8(model) -> None:
-    """LLaST `model` (fp32, on the CPU, S-LoRA merged) with int8 Linear weights in its encoder and LLM, in
-    place. A peft-wrapped LLM (two-pass decoding keeps its LoRA unmerged) becomes its base model with one
+    """LLaST `model` (on the CPU, S-LoRA merged; any float dtype: each layer is merged and quantized from fp32)
+    with int8 Linear weights in its encoder and LLM, in place; its other weights keep their dtype. A peft-wrapped LLM (two-pass decoding keeps its LoRA unmerged) becomes its base model with one
     int8 copy per adapter (`_switchable_llm`); a merged one is quantized as it is."""
     from llast.model import _unwrap
 
