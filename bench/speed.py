@@ -83,7 +83,7 @@ def worker(spec: str, data: list[str], limit: int, out: str) -> None:
     beams = int(beams)
     torch.set_num_threads(threads)
     clips = _clips(data, limit)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     heard = None
     if kind == "llast":
         from llast.decode import load_model
@@ -94,7 +94,7 @@ def worker(spec: str, data: list[str], limit: int, out: str) -> None:
         decode = tr.decode_config(num_beams=beams, max_new_tokens=64, **({"batch_size": batch} if batch else {}))
         load_s = time.perf_counter() - t0
         examples = [Example(a, s, t, "translate") for _, s, t, a, _, _ in clips]
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         heard = []
         hyps = tr.generate(examples, decode, heard=heard)
         weights = weights_kind(tr.model)
@@ -103,7 +103,7 @@ def worker(spec: str, data: list[str], limit: int, out: str) -> None:
 
         model = WhisperModel(str(faster_whisper_dir()), device="cpu", compute_type=setting, cpu_threads=threads)
         load_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         hyps = []
         for _, s, _, a, _, _ in clips:
             segments, _ = model.transcribe(a, language=s, task="translate", beam_size=beams, vad_filter=False)
@@ -121,7 +121,7 @@ def worker(spec: str, data: list[str], limit: int, out: str) -> None:
         asr = WhisperBaseline("whisper-base", decode, dtype=setting)
         llm = TextTranslator.load("qwen2.5-coder-0.5b-instruct", prompt=PromptConfig(system=TRANSLATION_ONLY), dtype=setting)
         load_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         heard = asr.generate([Example(a, s, s, "transcribe") for _, s, _, a, _, _ in clips])
         hyps = [""] * len(clips)
         for d in dict.fromkeys(c[0] for c in clips):
@@ -132,11 +132,12 @@ def worker(spec: str, data: list[str], limit: int, out: str) -> None:
         weights = setting
     else:
         raise SystemExit(f"unknown system kind {kind!r} in {spec!r}")
-    decode_s = time.perf_counter() - t1
+    decode_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1
     audio_s = sum(len(c[3]) for c in clips) / 16000
     Path(out).write_text(json.dumps({
         "system": spec, "weights": weights, "threads": threads, "beams": beams, "load_s": round(load_s, 2),
         "decode_s": round(decode_s, 2), "audio_s": round(audio_s, 2), "rtf": round(decode_s / audio_s, 4),
+        "cpu_s": round(cpu_s, 2), "cpu_rtf": round(cpu_s / audio_s, 4), "load_cpu_s": round(c1 - c0, 2),
         "peak_rss_mb": round(peak_rss_mb()), "hyps": hyps, "heard": heard,
         "directions": [c[0] for c in clips], "refs": [c[5] for c in clips], "sources": [c[4] for c in clips],
     }, ensure_ascii=False))
@@ -164,6 +165,7 @@ def main() -> None:
     ap.add_argument("--systems", required=True, help="comma-separated system specs (see above)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", default="bench/results/speed")
+    ap.add_argument("--from-runs", action="store_true", help="run nothing: rebuild the report from OUT/runs/*.json")
     args = ap.parse_args()
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -176,7 +178,7 @@ def main() -> None:
     meta = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "cpu": cpu, "cpu_kind": kind,
             "cores": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     results: dict[str, list[dict]] = {s: [] for s in specs}
-    for r in range(args.rounds):
+    for r in range(0 if args.from_runs else args.rounds):
         for spec in specs:
             load = Path("/proc/loadavg").read_text().split()[:3]
             path = out / "runs" / f"{spec.replace(':', '_')}.r{r}.json"
@@ -194,6 +196,12 @@ def main() -> None:
             print(f"round {r} {spec:<24} RTF {run['rtf']:.3f}  load {run['load_s']:5.1f} s  peak RSS {run['peak_rss_mb']:5d} MB  "
                   f"BLEU {run['bleu_mean']:5.2f} (pooled {run['bleu_pooled']:5.2f})  WER {run.get('wer', '-')}  "
                   f"load avg {' '.join(load)}", flush=True)
+    if args.from_runs:
+        for spec in specs:
+            for path in sorted((out / "runs").glob(f"{spec.replace(':', '_')}.r*.json")):
+                results[spec].append(json.loads(path.read_text()))
+        old = json.loads((out / "speed.json").read_text())["meta"] if (out / "speed.json").is_file() else {}
+        meta.update({k: old[k] for k in ("command", "started") if k in old})
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     summary = []
     for spec, runs in results.items():
@@ -203,18 +211,22 @@ def main() -> None:
         last = runs[-1]
         summary.append({"system": spec, "weights": last["weights"], "threads": last["threads"], "beams": last["beams"],
                         "rtf_median": rtfs[len(rtfs) // 2], "rtfs": [x["rtf"] for x in runs],
+                        "cpu_rtf": last.get("cpu_rtf"), "load_avg": last.get("load_before"),
                         "load_s": last["load_s"], "peak_rss_mb": max(x["peak_rss_mb"] for x in runs),
                         "bleu": last["bleu"], "bleu_mean": last["bleu_mean"], "bleu_pooled": last["bleu_pooled"],
                         "wer": last.get("wer"), "audio_s": last["audio_s"], "clips": len(last["hyps"])})
     (out / "speed.json").write_text(json.dumps({"meta": meta, "systems": summary}, indent=1, ensure_ascii=False))
     lines = [f"{meta['cpu']} ({meta['cpu_kind']}, {meta['cores']} cores), {meta['started']} to {meta['finished']}",
              f"`{meta['command']}`", "",
-             "| system | weights | beams | threads | RTF (median; each round) | load s | peak RSS MB | BLEU "
-             + " / ".join(summary[0]["bleu"]) + " | mean | pooled | first-pass WER % |" if summary else "",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | weights | beams | threads | RTF (median; each round) | CPU s per audio s | load avg before | "
+             "load s | peak RSS MB | BLEU " + " / ".join(summary[0]["bleu"]) + " | mean | pooled | first-pass WER % |"
+             if summary else "",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
+        cpu_rtf = f"{s['cpu_rtf']:.3f}" if s.get("cpu_rtf") is not None else "-"
         lines.append(f"| {s['system']} | {s['weights']} | {s['beams']} | {s['threads']} | {s['rtf_median']:.3f} "
-                     f"({', '.join(f'{x:.3f}' for x in s['rtfs'])}) | {s['load_s']} | {s['peak_rss_mb']} | "
+                     f"({', '.join(f'{x:.3f}' for x in s['rtfs'])}) | {cpu_rtf} | {' '.join(s['load_avg'] or [])} | "
+                     f"{s['load_s']} | {s['peak_rss_mb']} | "
                      f"{' / '.join(str(v) for v in s['bleu'].values())} | {s['bleu_mean']} | {s['bleu_pooled']} | "
                      f"{s['wer'] if s['wer'] is not None else '-'} |")
     (out / "speed.md").write_text("\n".join(lines) + "\n")
@@ -230,12 +242,15 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cpu = all(s.get("cpu_rtf") is not None for s in summary)  # on shared cores: CPU time, not wall time
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in summary:
         color = {"llast": "tab:blue", "fw": "tab:orange", "cascade": "tab:green"}[s["system"].split(":")[0]]
-        ax.scatter(s["rtf_median"], s["bleu_mean"], color=color)
-        ax.annotate(s["system"], (s["rtf_median"], s["bleu_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("real-time factor (decode s / audio s; lower is faster)")
+        x = s["cpu_rtf"] if cpu else s["rtf_median"]
+        ax.scatter(x, s["bleu_mean"], color=color)
+        ax.annotate(s["system"], (x, s["bleu_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("CPU seconds per audio second (all threads; lower is faster)" if cpu
+                  else "real-time factor (decode s / audio s; lower is faster)")
     ax.set_ylabel("BLEU (mean over directions)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
