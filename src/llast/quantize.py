@@ -1,9 +1,9 @@
 """Int8 weights for decoding on CPU (`--dtype int8`, and what `--dtype auto` picks on CPUs without AMX).
 
-PyTorch's own dynamic quantization (torch.ao.quantization.quantize_dynamic, fbgemm kernels): every Linear
-layer of the speech encoder and of the LLM (LM head included) keeps int8 weights, one scale per output
-channel, and quantizes its input per call; the adaptor, embeddings, norms, convolutions and attention stay
-fp32. On the 2-core AMD EPYC (AVX512-BF16, no AMX) this measured faster than bf16 weights and than torchao's
+PyTorch's own dynamic quantization (torch.ao.quantization.quantize_dynamic, fbgemm kernels): the LLM's Linear
+layers (LM head included, MLP down_proj excepted: FLOAT_LAYERS) keep int8 weights, one scale per output
+channel, and quantize their input per call; the encoder (DEFAULT_PARTS), adaptor, embeddings, norms and
+attention stay fp32. On the 2-core AMD EPYC (AVX512-BF16, no AMX) this measured faster than bf16 weights and than torchao's
 int8 configs in eager mode (bench/README.md, issue #29), at the LLM's decoding shapes.
 
 Two-pass decoding needs the LLM with two sets of LoRA weights (the L-LoRA for the transcript, the text
@@ -26,6 +26,15 @@ from llast.errors import ConfigError
 
 SCHEMES = ("int8",)  # dtype settings that mean quantized weights rather than a torch dtype
 BASE = "base"  # AdapterSwitch name of the LLM without any adapter
+# Linear layers kept in fp32: the MLP output projection, whose inputs carry Qwen2.5's outlier activations (one
+# scale per input tensor then crushes every other value). All-int8 llast-mini transcribed 20 test clips at 50.0 %
+# WER (encoder fp32) against fp32's 42.3 %; with down_proj in fp32, 43.6 % (bench/README.md, issue #29).
+FLOAT_LAYERS = ("down_proj",)
+DEFAULT_PARTS = ("llm",)  # the encoder stays fp32: quantizing it too cost another 4.5 WER points there
+
+
+class FloatLinear(nn.Linear):
+    """A Linear kept in fp32 inside a quantized model (a subclass, so `_quantize` leaves it alone)."""
 
 
 def wants_int8(setting: str, device) -> bool:
@@ -60,14 +69,26 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     return _quantize_dynamic(lin)
 
 
+def float_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """A FloatLinear (fp32) computing x @ weight.T + bias. weight : (out, in); bias : (out,) or None"""
+    with torch.device("meta"):
+        lin = FloatLinear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    lin.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.detach().float(), requires_grad=False)
+    return lin
+
+
 def _quantize(module: nn.Module) -> nn.Module:
-    """`module` with its nn.Linear layers replaced by dynamic int8 ones (in place), one at a time."""
+    """`module` with its nn.Linear layers replaced by dynamic int8 ones (FLOAT_LAYERS by fp32 ones), in place,
+    one at a time."""
     if type(module) is nn.Linear:
         return _quantize_dynamic(module)
     for name, child in list(module.named_modules()):
         if type(child) is nn.Linear:
             parent, _, leaf = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, leaf, int8_linear(child.weight, child.bias))
+            make = float_linear if leaf in FLOAT_LAYERS else int8_linear
+            setattr(module.get_submodule(parent) if parent else module, leaf, make(child.weight, child.bias))
     return module
 
 
@@ -128,11 +149,12 @@ def _switchable_llm(llm) -> nn.Module:
         layer = module.get_base_layer()
         weight = layer.weight.detach().float()
         variants = {}
+        make = float_linear if name.rpartition(".")[2] in FLOAT_LAYERS else int8_linear
         for adapter in names:
             if adapter == BASE or adapter not in module.lora_A:
-                variants[adapter] = int8_linear(weight, layer.bias)
+                variants[adapter] = make(weight, layer.bias)
             else:
-                variants[adapter] = int8_linear(weight + module.get_delta_weight(adapter).float(), layer.bias)
+                variants[adapter] = make(weight + module.get_delta_weight(adapter).float(), layer.bias)
         parent, _, child = name.rpartition(".")
         setattr(base.get_submodule(parent) if parent else base, child, AdapterLinear(variants, switch))
     _quantize(base)  # the Linear layers without LoRA: the LM head (peft's all-linear leaves it out)
@@ -141,16 +163,18 @@ def _switchable_llm(llm) -> nn.Module:
     return base
 
 
-def quantize_int8(model) -> None:
+def quantize_int8(model, parts: tuple[str, ...] = DEFAULT_PARTS) -> None:
     """LLaST `model` (on the CPU, S-LoRA merged; any float dtype: each layer is merged and quantized from fp32)
     with int8 Linear weights in its encoder and LLM, in place; its other weights keep their dtype. A peft-wrapped LLM (two-pass decoding keeps its LoRA unmerged) becomes its base model with one
     int8 copy per adapter (`_switchable_llm`); a merged one is quantized as it is."""
     from llast.model import _unwrap
 
-    if hasattr(model.encoder, "peft_config"):
-        raise ConfigError("dtype int8: merge the encoder's S-LoRA first (llast.checkpoint.merge_lora_weights)")
-    _quantize(_unwrap(model.encoder))
-    model.llm = _switchable_llm(model.llm) if hasattr(model.llm, "peft_config") else _quantize(model.llm)
+    if "encoder" in parts:
+        if hasattr(model.encoder, "peft_config"):
+            raise ConfigError("dtype int8: merge the encoder's S-LoRA first (llast.checkpoint.merge_lora_weights)")
+        _quantize(_unwrap(model.encoder))
+    if "llm" in parts:
+        model.llm = _switchable_llm(model.llm) if hasattr(model.llm, "peft_config") else _quantize(model.llm)
 
 
 def weights_kind(model) -> str:
