@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: LLaST-mini, this project's defaults vs the paper-faithful settings, on this machine's CPU.
-# Sized for a 2-core CPU: about 25 min. Extra arguments go to bench/bench.py (e.g. --bleu-minutes 3).
+# Sized for a 2-core CPU: about 25 min, plus the issue #29 side-by-side part (not yet timed on a quiet machine). Extra arguments go to bench/bench.py (e.g. --bleu-minutes 3).
 # Writes bench/results/cpu.json, bench/results/cpu.md (the table) and bench/results/throughput_vs_batch.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
