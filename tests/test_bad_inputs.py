@@ -502,8 +502,8 @@ def test_python_api_tiny_arrays_and_bad_dtype(w, translator):
             translator.translate(np.random.default_rng(0).uniform(-0.5, 0.5, n).astype(np.float32), src="de")
     with pytest.raises(AudioError, match="not a waveform"):
         translator.translate([object()], src="de")
-    with pytest.raises(ConfigError, match="int8"):
-        load_model(w.ckpt, dtype="int8")
+    with pytest.raises(ConfigError, match="int4"):
+        load_model(w.ckpt, dtype="int4")
 
 
 def test_server_limits_live_with_the_other_rules():

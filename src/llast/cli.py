@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 
 from llast import outdir
 from llast.subtitles import FORMATS
@@ -196,8 +197,10 @@ def _add_decode_options(p) -> None:
                    help="translate in two passes: transcribe, then the LLM translates the transcript (with the "
                         "checkpoint's text adapter, else without L-LoRA; default: the checkpoint's decode.two_pass; "
                         "llast-mini: on)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weights dtype; auto = bf16 on CUDA and on CPUs with AMX-BF16, else float32")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
+                   help="weights dtype; int8 = dynamic int8 Linear weights on CPU (llast models only; faster, its BLEU "
+                        "not yet shown equal); auto = bf16 on "
+                        "CUDA and on CPUs with AMX-BF16, else float32")
 
 
 def _decode_options(args) -> dict:
@@ -231,6 +234,8 @@ def _add_translate(sub) -> None:
     p.add_argument("--live", action="store_true",
                    help="translate a live stream, printing each segment as it ends: from the default microphone, "
                         "or raw 16 kHz mono PCM16 on stdin with file '-' (ffmpeg -i URL -f s16le -ac 1 -ar 16000 -)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the run's speed on stderr: load time, decode time, real-time factor, weights, threads")
     _add_decode_options(p)
 
 
@@ -255,11 +260,12 @@ def _run_translate(args) -> int:
         raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
     SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
     language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
-    for path in args.files:  # errors before the model is loaded
-        audio_duration(path)
+    seconds = sum(audio_duration(path) for path in args.files)  # errors before the model is loaded
     out_dir = outdir.check(args.out_dir, "translate", "--out-dir") if args.out_dir else None
     names = outdir.unique_names(args.files, "." + ("txt" if fmt == "text" else fmt))
+    started = time.perf_counter()
     translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    loaded = time.perf_counter()
     decode = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
@@ -267,6 +273,15 @@ def _run_translate(args) -> int:
         list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
         segment_options=opts, decode=decode,
     )
+    if args.verbose:
+        import torch
+
+        from llast.quantize import weights_kind
+
+        took = time.perf_counter() - loaded
+        print(f"llast translate: {seconds:.1f} s of audio decoded in {took:.1f} s, RTF {took / max(seconds, 1e-9):.3f} "
+              f"(model loaded in {loaded - started:.1f} s; weights {weights_kind(translator.model)}, "
+              f"{torch.get_num_threads()} threads)", file=sys.stderr)
     if out_dir is not None:
         outdir.claim(out_dir, "translate", "--out-dir")
     for path, name, segs in zip(args.files, names, results):
@@ -382,6 +397,7 @@ def _run_evaluate(args) -> int:
         generate, meta, max_seconds = _whisper_baseline(args, options)
     else:
         from llast.decode import load_translator
+        from llast.quantize import weights_kind
 
         translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
         decode = dataclasses.replace(translator.cfg.decode, **options)
@@ -390,7 +406,7 @@ def _run_evaluate(args) -> int:
             return translator.generate(examples, decode, on_batch=on_batch, heard=heard)
 
         meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams, "two_pass": decode.two_pass,
-                "dtype": str(next(translator.model.parameters()).dtype)}
+                "dtype": weights_kind(translator.model)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
     if unreadable:

@@ -26,6 +26,7 @@ from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 from llast.lora import build_lora_model
 from llast.model import inference_dtype
 from llast.processor import Example, build_processor, language_name
+from llast.quantize import BASE, quantize_int8, wants_int8
 from llast.samplers import pack_by_duration
 from llast.segment import Segment, SegmentOptions, plan_segments, segment_audio
 
@@ -109,7 +110,7 @@ class Translator:
         it (llast.llm_text): with the checkpoint's text adapter (text_lora/, `llast text-lora`) if it has
         one, else with its L-LoRA switched off (the LLM's own text translation)."""
         llm = self.model.llm
-        if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter"):
+        if self.cfg.model.llm.lora.enabled and not hasattr(llm, "disable_adapter") and not hasattr(llm, "llast_adapters"):
             raise ConfigError("decode.two_pass: this model's L-LoRA is merged into the LLM; load it with "
                               "llast.load_model(path, two_pass=True) (the CLI does this for --two-pass)")
         heard = [dataclasses.replace(ex, tgt_lang=ex.src_lang, task="transcribe") for ex in examples]
@@ -220,7 +221,11 @@ class Translator:
 def _text_pass_adapter(llm):
     """The LLM as two-pass decoding's text pass uses it: its text adapter active when it has one
     (llast.checkpoint.TEXT_ADAPTER), else no adapter at all; the L-LoRA is active again afterwards."""
-    if TEXT_ADAPTER in getattr(llm, "peft_config", {}):
+    switch = getattr(llm, "llast_adapters", None)  # an int8 LLM with one copy per adapter (llast.quantize)
+    if switch is not None:
+        with switch.use(TEXT_ADAPTER if TEXT_ADAPTER in switch.names else BASE):
+            yield
+    elif TEXT_ADAPTER in getattr(llm, "peft_config", {}):
         active = llm.active_adapter
         llm.set_adapter(TEXT_ADAPTER)
         try:
@@ -245,15 +250,27 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
                translator's default (cfg.decode.two_pass); False merges it and makes one pass the default;
                None: as the checkpoint's decode.two_pass says.
     dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
-            "float32", "bfloat16" or "float16". The model is loaded and merged in its training dtype,
-            then cast.
+            "float32", "bfloat16", "float16" or "int8" (dynamic int8 Linear weights on CPU, llast.quantize).
+            The model is loaded and merged in its training dtype, then cast.
     """
-    inference_dtype(dtype, torch.device(device or "cpu"))  # an unknown dtype fails before the model is loaded
+    wants_int8(dtype, device)  # an unknown dtype fails before the model is loaded
     model, cfg = load_checkpoint(path)
     _set_two_pass(cfg, two_pass)
     if merge_lora:
         merge_lora_weights(model, ("encoder",) if cfg.decode.two_pass else ("encoder", "llm"))
-    return Translator(model, cfg, device=device, dtype=dtype)
+    return _translator(model, cfg, dtype, device)
+
+
+def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Translator:
+    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, or int8 (llast.quantize.quantize_int8,
+    S-LoRA merged first, from the weights as loaded; what stays float is then cast to fp32)."""
+    if not wants_int8(dtype, device):
+        return Translator(model, cfg, device=device, dtype=dtype)
+    merge_lora_weights(model, ("encoder",))
+    translator = Translator(model, cfg, device="cpu")
+    quantize_int8(translator.model)  # layer by layer: no whole fp32 copy of the LLM on the way (peak RSS)
+    translator.model.float()
+    return translator
 
 
 def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None) -> Translator:
@@ -263,7 +280,7 @@ def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None
         cfg = load_config(spec)
         _set_two_pass(cfg, two_pass)
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
-        return Translator(build_lora_model(cfg.model), cfg, dtype=dtype)
+        return _translator(build_lora_model(cfg.model), cfg, dtype)
     return load_model(spec, dtype=dtype, two_pass=two_pass)
 
 
