@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import dataclasses
+
 import pytest
 import soundfile as sf
 import torch
@@ -21,8 +23,7 @@ from llast.model import build_model
 def ckpt(tiny_dirs, tmp_path_factory):
     """A tiny dual-LoRA checkpoint (qwen2 LLM, as llast-mini's) with non-zero LoRA weights, decoded in two passes."""
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["qwen2"])
-    cfg.decode.max_new_tokens = 12
-    cfg.decode.two_pass = True
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=12, two_pass=True)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)
