@@ -1,15 +1,28 @@
 """The ``llast`` command line: every parser and handler (the library modules take no argparse `args`).
-Each handler imports its modules lazily so that ``llast --help`` starts fast."""
+
+Imports inside the handlers are lazy for one reason: the modules they name load torch and transformers
+(decode, evaluate, checkpoint, train, serve, live, segment, processor, model, memory, lora, xtuner, data,
+llm_text, text_adapter, quantize; ~8 s here). `llast --help`, the parsers and every option error come
+without them (tests/test_bad_inputs.py runs those cases before torch is imported). Modules that load no
+torch are imported at the top."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
+import os
 import sys
 import time
+import warnings
+from pathlib import Path
 
-from llast import outdir
-from llast.subtitles import FORMATS
+from llast import assets, outdir, realdata, synth
+from llast.assets import resolve_checkpoint
+from llast.config import DecodeConfig, PromptConfig, check_chunk_seconds, check_decode, load_config
+from llast.errors import ConfigError, DataError, LlastError
+from llast.subtitles import FORMATS, render, to_srt, to_vtt, vtt_time
 
 
 def _add_models(sub) -> None:
@@ -22,8 +35,6 @@ def _add_models(sub) -> None:
 
 
 def _run_models(args) -> int:
-    from llast import assets
-
     if args.models_command == "list":
         assets.print_model_list()
         return 0
@@ -71,7 +82,6 @@ def _add_data(sub) -> None:
 
 def _run_data(args) -> int:
     if args.data_command == "synth":
-        from llast import synth
 
         synth.synthesize_corpus(
             out_dir=args.out,
@@ -90,9 +100,7 @@ def _run_data(args) -> int:
         )
         return 0
     if args.data_command == "real":
-        from llast import realdata
 
-        from llast.errors import ConfigError
 
         if args.per_source < 1:
             raise ConfigError(f"--per-source must be at least 1, got {args.per_source}")
@@ -113,8 +121,6 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from llast.config import load_config
-
     cfg = load_config(args.config, args.overrides)  # before importing torch: a bad option fails at once
     from llast import train
 
@@ -130,7 +136,6 @@ def _add_params(sub) -> None:
 
 def _run_params(args) -> int:
     from llast import lora
-    from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     # random_init: the meta device, so even 13B models are counted in no memory
@@ -157,7 +162,6 @@ def _add_plan(sub) -> None:
 
 def _run_plan(args) -> int:
     from llast import memory
-    from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     engines = memory.ENGINES if args.engine == "all" else (args.engine,)
@@ -179,7 +183,6 @@ def _add_import(sub) -> None:
 
 def _run_import(args) -> int:
     from llast import xtuner
-    from llast.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     outdir.check(args.out, outdir.CHECKPOINT)  # a folder of the user's is refused before the import's work
@@ -207,7 +210,6 @@ def _decode_options(args) -> dict:
     """The decoding options given on the command line, checked here, once, before a model is loaded (by
     llast.config.check_decode, the rules of the Python API and the server): {field: value}, to replace the
     model's own (`dataclasses.replace(translator.cfg.decode, **options)`, no check again)."""
-    from llast.config import check_decode
 
     given = {key: getattr(args, key) for key in ("num_beams", "max_new_tokens", "batch_size", "length_penalty", "two_pass")
              if getattr(args, key, None) is not None}
@@ -242,12 +244,9 @@ def _add_translate(sub) -> None:
 def _run_translate(args) -> int:
     """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
     from llast.audio import audio_duration
-    from llast.config import check_chunk_seconds
     from llast.decode import load_translator
-    from llast.errors import ConfigError
     from llast.processor import language_name
     from llast.segment import SegmentOptions
-    from llast.subtitles import render
 
     if args.live:
         return _run_live(args)
@@ -301,15 +300,11 @@ def _run_translate(args) -> int:
 def _run_live(args) -> int:
     """`llast translate --live`: each segment printed as it ends: text '[start --> end] text', json (a line
     per segment), srt or vtt (a cue per segment), from the microphone or raw PCM16 on stdin ('-')."""
-    import json
 
     from llast import live
-    from llast.config import check_chunk_seconds
     from llast.decode import load_translator
-    from llast.errors import ConfigError
     from llast.processor import language_name
     from llast.segment import SegmentOptions
-    from llast.subtitles import to_srt, to_vtt, vtt_time
 
     if args.files not in ([], ["-"]) or args.out_dir:
         raise ConfigError("--live reads the microphone (no file) or raw PCM on stdin (file '-'); it prints to stdout")
@@ -375,10 +370,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from pathlib import Path
-
     from llast import evaluate
-    from llast.errors import ConfigError
 
     options = _decode_options(args)
     if args.limit is not None and args.limit < 1:
@@ -421,10 +413,8 @@ def _run_evaluate(args) -> int:
 
 def _whisper_baseline(args, options: dict):
     """(generate, meta, max_seconds) of `llast evaluate --baseline whisper`."""
-    from pathlib import Path
 
     from llast.checkpoint import read_checkpoint_config
-    from llast.config import DecodeConfig
     from llast.evaluate import WhisperBaseline
 
     name = args.model
@@ -439,7 +429,6 @@ def _whisper_baseline(args, options: dict):
 def llm_baseline_parts(args) -> tuple:
     """(ASR name, LLM name, prompt) of the cascade and text baselines: --asr and --llm, else the parts of
     the checkpoint given as --model (and its instruction wording), else whisper-base and the bundled Qwen."""
-    from llast.config import PromptConfig
 
     asr, llm, prompt = "whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig()
     if args.model is not None:
@@ -453,11 +442,7 @@ def llm_baseline_parts(args) -> tuple:
 def _evaluate_llm_baseline(args, options: dict) -> int:
     """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
     or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
-    import json
-    from pathlib import Path
 
-    from llast.config import DecodeConfig
-    from llast.errors import ConfigError
     from llast.evaluate import (WhisperBaseline, add_asr_scores, evaluate_text, gold_sources, group_sets, print_scores,
                                 read_transcripts, transcribe_sources)
     from llast.llm_text import TRANSLATION_ONLY, TextTranslator
@@ -547,9 +532,7 @@ def _add_text_lora(sub) -> None:
 
 
 def _run_text_lora(args) -> int:
-    import time
 
-    from llast.errors import ConfigError, DataError
 
     for name, value, low in (("--steps", args.steps, 1), ("--batch", args.batch, 1)):
         if value < low:
@@ -558,9 +541,7 @@ def _run_text_lora(args) -> int:
         raise ConfigError(f"--noise: {args.noise} is not allowed; expected a rate from 0 to 1")
     if not args.lr > 0:
         raise ConfigError(f"--lr: {args.lr} is not allowed; expected a positive learning rate")
-    from pathlib import Path
 
-    from llast.assets import resolve_checkpoint
     from llast.checkpoint import check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
     from llast.data import read_source
     from llast.evaluate import data_source
@@ -613,9 +594,6 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    import logging
-    import os
-
     from llast.decode import load_translator
     from llast.serve import Server, ServeOptions
 
@@ -672,9 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = args.overrides + extra
         else:
             parser.parse_args(argv)  # argparse's own error (exit 2) for what is not an override
-    import warnings
 
-    from llast.errors import LlastError
 
     # transformers 5 deprecates a method that peft still calls when it wraps a model: a warning on every
     # command that loads LoRA, which the user can do nothing about.
