@@ -20,6 +20,7 @@ from pathlib import Path
 
 from llast import assets, outdir, realdata, synth
 from llast.assets import resolve_checkpoint
+from llast.audio import audio_duration
 from llast.config import DecodeConfig, PromptConfig, check_chunk_seconds, check_decode, load_config
 from llast.errors import ConfigError, DataError, LlastError
 from llast.subtitles import FORMATS, render, to_srt, to_vtt, vtt_time
@@ -243,7 +244,6 @@ def _add_translate(sub) -> None:
 
 def _run_translate(args) -> int:
     """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
-    from llast.audio import audio_duration
     from llast.decode import load_translator
     from llast.processor import language_name
     from llast.segment import SegmentOptions

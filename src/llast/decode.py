@@ -22,6 +22,7 @@ from llast.checkpoint import TEXT_ADAPTER, load_checkpoint, merge_lora_weights
 from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode, load_config
 from llast.errors import AudioError, ConfigError
 from llast.generate import generate_ids
+from llast.live import translate_stream
 from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 from llast.lora import build_lora_model
 from llast.model import inference_dtype
@@ -205,10 +206,6 @@ class Translator:
         cut at `chunk_seconds` (default: the model's max) if the speaker does not pause. The segments are
         those `translate(..., segments=True)` finds in the same audio as a long file.
         """
-        from llast.errors import ConfigError
-        from llast.live import translate_stream
-        from llast.processor import language_name
-
         if task not in ("translate", "transcribe"):
             raise ConfigError(f"task: {task!r} is not one of translate, transcribe")
         language_name(src), language_name(tgt)

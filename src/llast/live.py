@@ -18,14 +18,18 @@ length of the stream.
 from __future__ import annotations
 
 import math
+import queue
+import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from llast.audio import SAMPLE_RATE
+from llast.audio import MIN_SAMPLES, SAMPLE_RATE
 from llast.errors import AudioError
+from llast.processor import Example
 from llast.segment import WINDOW, Segment, SegmentOptions, _silero
 
 MIN_SILENCE_AT_MAX_MS = 98  # get_speech_timestamps_from_probs' default: pauses shorter than this are no cut points
@@ -286,8 +290,6 @@ def blocks_of(wav: np.ndarray, seconds: float = 0.1) -> Iterator[np.ndarray]:
 def translate_stream(translator, blocks: Iterable[np.ndarray], src: str, tgt: str, task: str,
                      opts: SegmentOptions, decode) -> Iterator[Segment]:
     """Each segment of the stream with its text, as soon as it ends (Translator.translate_stream)."""
-    from llast.audio import MIN_SAMPLES
-    from llast.processor import Example
 
     segmenter = LiveSegmenter(opts)
 
@@ -338,8 +340,6 @@ def microphone_blocks(seconds: float = 0.1, backlog_seconds: float = 120.0) -> I
     """Blocks of 16 kHz mono audio from the default input device (sounddevice / PortAudio), until Ctrl-C
     (which ends the stream: the segment being spoken is still translated). Blocks the consumer has not
     taken within `backlog_seconds` are dropped, with a warning, so memory stays bounded."""
-    import queue
-    import sys
 
     sd = check_microphone()
     blocks: queue.Queue = queue.Queue(maxsize=max(1, int(backlog_seconds / seconds)))
@@ -372,8 +372,6 @@ def microphone_blocks(seconds: float = 0.1, backlog_seconds: float = 120.0) -> I
 def prefetched(blocks: Iterable[np.ndarray], max_blocks: int = 600) -> Iterator[np.ndarray]:
     """`blocks`, read ahead on a thread into a queue of at most `max_blocks`: a source (a pipe) keeps being
     read while a segment is decoded; when the queue is full the source waits (back-pressure)."""
-    import queue
-    import threading
 
     q: queue.Queue = queue.Queue(maxsize=max_blocks)
     end = object()

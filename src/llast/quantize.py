@@ -21,8 +21,11 @@ import warnings
 
 import torch
 from torch import nn
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+from llast.checkpoint import TEXT_ADAPTER
 from llast.errors import ConfigError
+from llast.model import _unwrap, inference_dtype
 
 SCHEMES = ("int8",)  # dtype settings that mean quantized weights rather than a torch dtype
 BASE = "base"  # AdapterSwitch name of the LLM without any adapter
@@ -42,8 +45,6 @@ def wants_int8(setting: str, device) -> bool:
     its BLEU on the test split was not shown within 0.5 of fp32's (bench/README.md, issue #29), so the default
     stays fp32 on CPUs without AMX-BF16 (llast.model.inference_dtype). Checks the setting: an unknown one, or
     int8 off the CPU, is a ConfigError."""
-    from llast.model import inference_dtype
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if setting == "int8":
         if device.type != "cpu":
@@ -96,8 +97,6 @@ def _quantize(module: nn.Module) -> nn.Module:
 
 
 def _quantize_dynamic(lin: nn.Linear) -> nn.Module:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     with warnings.catch_warnings():  # torch points eager quantization users to torchao, slower here in eager mode
         warnings.simplefilter("ignore")
         return quantize_dynamic(nn.Sequential(lin), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
@@ -138,9 +137,8 @@ def _switchable_llm(llm) -> nn.Module:
     adapter of `llm` (and BASE, the layer without adapter, when there is no text adapter: the two-pass text
     pass then runs the LLM without its L-LoRA), every other Linear quantized; its `llast_adapters` switch
     starts at the active adapter."""
-    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import Linear as LoraLinear  # lazy: peft costs ~4 s to import; only LoRA models need it
 
-    from llast.checkpoint import TEXT_ADAPTER
 
     names = tuple(llm.peft_config) + (() if TEXT_ADAPTER in llm.peft_config else (BASE,))
     active = llm.active_adapter if isinstance(llm.active_adapter, str) else llm.active_adapter[0]
@@ -170,8 +168,6 @@ def quantize_int8(model, parts: tuple[str, ...] = DEFAULT_PARTS) -> None:
     """LLaST `model` (on the CPU, S-LoRA merged; any float dtype: each layer is merged and quantized from fp32)
     with int8 Linear weights in its encoder and LLM, in place; its other weights keep their dtype. A peft-wrapped LLM (two-pass decoding keeps its LoRA unmerged) becomes its base model with one
     int8 copy per adapter (`_switchable_llm`); a merged one is quantized as it is."""
-    from llast.model import _unwrap
-
     if "encoder" in parts:
         if hasattr(model.encoder, "peft_config"):
             raise ConfigError("dtype int8: merge the encoder's S-LoRA first (llast.checkpoint.merge_lora_weights)")

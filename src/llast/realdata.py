@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import soundfile as sf
 
+from llast.audio import SAMPLE_RATE, load_audio
 from llast.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -358,9 +360,7 @@ def gather(repos: str | Path | None = None, per_source: int = 50,
 
 def _write_flac(src: Path, dst: Path) -> float:
     """`src` as 16 kHz mono 16-bit FLAC at `dst`; its duration in seconds."""
-    import soundfile as sf
 
-    from llast.audio import SAMPLE_RATE, load_audio
 
     wav = load_audio(src)
     peak = float(np.max(np.abs(wav)))

@@ -51,6 +51,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import soxr
 from fastapi import WebSocket
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -195,7 +196,6 @@ class Stream:
             raise EventError("invalid_audio", str(e), "audio") from None
         if self.rate != SAMPLE_RATE:
             if self.resampler is None:
-                import soxr
 
                 self.resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32")
             wav = self.resampler.resample_chunk(wav)

@@ -37,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -48,18 +50,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import uvicorn
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from llast.audio import audio_duration, load_audio
 from llast.batcher import Batcher, Job, RequestError
 from llast.config import DecodeConfig
 from llast.errors import AudioError, ConfigError, LlastError
 from llast.processor import language_name
-from llast.segment import Segment, SegmentOptions, plan_segments
 from llast.realtime import add_live_routes
+from llast.segment import Segment, SegmentOptions, plan_segments
 from llast.subtitles import joined_text, render, to_dicts
 
 log = logging.getLogger("llast.serve")
@@ -164,7 +168,6 @@ class BodyLimits:
 
     @staticmethod
     async def _reply(send, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        import json
 
         body = json.dumps(_error_body(message, kind=kind)).encode()
         await send({"type": "http.response.start", "status": status,
@@ -303,7 +306,6 @@ async def _handle(ctx: dict, request: Request, task: str, file, model, language,
 
 def _quoted(value, limit: int = 200) -> str:
     """An untrusted value as it goes into a log line: quoted, escaped (no raw newline can forge a line), cut."""
-    import json
 
     text = value if isinstance(value, str) or value is None else str(value)
     return json.dumps(text if text is None or len(text) <= limit else text[:limit] + "...", ensure_ascii=True)
@@ -409,7 +411,6 @@ class HeaderGuard:
 
 def guarded_protocol(guard: HeaderGuard) -> type:
     """uvicorn's h11 protocol, reporting each connection to `guard` until its first request's headers are in."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
@@ -433,9 +434,7 @@ class Server:
 
     def __init__(self, translator, host: str = "127.0.0.1", port: int = 8000, opts: ServeOptions | None = None,
                  seg_opts: SegmentOptions | None = None, max_connections: int = 256, log_level: str = "info"):
-        import socket
 
-        import uvicorn
 
         opts = opts or ServeOptions()
         self.app = create_app(translator, opts, seg_opts)
