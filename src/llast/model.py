@@ -365,7 +365,7 @@ def _cpu_has_amx_bf16() -> bool:
 def inference_dtype(setting: str, device) -> torch.dtype:
     """The weights dtype for decoding. "auto": bf16 on CUDA GPUs that support it and on CPUs with
     AMX-BF16 (there bf16 matmuls run several times faster than fp32 at decoding batch sizes: see
-    bench/matmul_dtype.py), else fp32."""
+    bench/matmul_dtype.py, removed after a58a4b4), else fp32."""
     if setting != "auto":
         if setting not in _DTYPES:
             raise ConfigError(f"dtype {setting!r}: expected one of auto, {', '.join(_DTYPES)}")
