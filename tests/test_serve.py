@@ -15,14 +15,10 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
-import torch
 
 import tiny
-from llast.checkpoint import save_checkpoint
 from llast.decode import load_model
 from llast.cli import build_parser, main
-from llast.lora import apply_lora
-from llast.model import build_model
 from llast.segment import SegmentOptions
 from llast.serve import Server, ServeOptions
 
@@ -32,17 +28,7 @@ FORMATS = ["json", "text", "srt", "vtt", "verbose_json"]
 
 @pytest.fixture(scope="module")
 def ckpt(tiny_dirs, tmp_path_factory):
-    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=5, num_beams=2)
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    apply_lora(model, cfg.model)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("serve") / "ckpt")
+    return tiny.lora_checkpoint(tiny_dirs, tmp_path_factory.mktemp("serve") / "ckpt")
 
 
 @pytest.fixture(scope="module")
