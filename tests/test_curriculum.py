@@ -181,9 +181,22 @@ def test_ctc_stage_adapts_the_encoder_with_slora_and_hands_both_on(setup):
     load_adaptor(model, final)
     got = {k: v for k, v in model.encoder.state_dict().items() if "lora_B" in k}
     assert got and any(float(v.abs().sum()) > 0 for v in got.values())
-    # ... and refuses to drop the adapted encoder silently.
-    with pytest.raises(CheckpointError, match="S-LoRA is off"):
+    # ... and refuses to drop the adapted encoder silently ...
+    with pytest.raises(CheckpointError, match="init_encoder_lora=false"):
         train(load_config(y, NO_SLORA + [f"train.init_from={final}"]), progress=False)
+    # ... but drops it when asked (train.init_encoder_lora: false, issue #28): the adaptor goes on over the
+    # frozen encoder, whose weights stay those of the base model.
+    y2, _ = make("after_slora_frozen", max_steps=1)
+    frozen = load_config(y2, NO_SLORA + [f"train.init_from={final}", "train.init_encoder_lora=false"])
+    out2 = train(frozen, progress=False)
+    assert not (out2 / "encoder_lora").exists()
+    plain = build_lora_model(frozen.model)
+    load_adaptor(plain, final, encoder_lora=False)
+    assert not hasattr(plain.encoder, "peft_config")
+    assert all(torch.equal(plain.adaptor.state_dict()[k], v)
+               for k, v in load_file(str(final / "adaptor.safetensors")).items())
+    with pytest.raises(ConfigError, match="init_encoder_lora"):
+        load_config(y2, NO_SLORA + ["train.init_encoder_lora=false"])
 
 
 def test_init_llm_lora_continues_a_finished_run_on_new_data(setup):

@@ -204,7 +204,7 @@ def test_checkpoint_gives_the_cascade_its_parts_and_instruction(tiny_dirs, tmp_p
     import argparse
 
     from llast.checkpoint import save_checkpoint
-    from llast.cli import llm_baseline_parts
+    from llast.evaluate import llm_baseline_parts
 
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
     cfg.model.prompt.translate = "Put this {src} into {tgt}."
@@ -216,11 +216,11 @@ def test_checkpoint_gives_the_cascade_its_parts_and_instruction(tiny_dirs, tmp_p
     apply_lora(model, cfg.model)
     save_checkpoint(model, cfg, tmp_path / "ckpt")
     args = argparse.Namespace(model=str(tmp_path / "ckpt"), asr=None, llm=None)
-    asr, llm, prompt = llm_baseline_parts(args)
+    asr, llm, prompt = llm_baseline_parts(args.model, args.asr, args.llm)
     assert (asr, llm) == (str(tiny_dirs["whisper"]), str(tiny_dirs["llama"]))
     assert prompt.translate == "Put this {src} into {tgt}."
     args.asr, args.llm = "whisper-base", "qwen2.5-coder-0.5b-instruct"
-    assert llm_baseline_parts(args)[:2] == ("whisper-base", "qwen2.5-coder-0.5b-instruct")
+    assert llm_baseline_parts(args.model, args.asr, args.llm)[:2] == ("whisper-base", "qwen2.5-coder-0.5b-instruct")
 
 
 def test_untrained_model_of_a_yaml_config_is_scored(tiny_dirs, corpus, tmp_path):

@@ -190,3 +190,22 @@ def test_channels_of_the_people_augmentation():
     for codec in synth.CODECS:
         y = synth._codec(x, codec)
         assert len(y) == len(x) and level(y, 5000) < 0.1 * level(x, 5000) and level(y, 1000) > 0.2 * level(x, 1000), codec
+
+
+def test_phrasebook_repeats_train_sentences_in_new_voices(tmp_path):
+    """`synth --phrasebook` (make demo's fine-tune): the test split says the train split's first sentences
+    again, each a clip of its own in a test voice; through the CLI; too large a test split is refused."""
+    from llast.cli import main
+
+    out = tmp_path / "pb"
+    assert main(["data", "synth", "--out", str(out), "--directions", "de-en", "--train", "4", "--dev", "0",
+                 "--test", "3", "--seed", "3", "--phrasebook"]) == 0
+    train, test = rows(out / "covost_v2.de_en.train.tsv")[1:], rows(out / "covost_v2.de_en.test.tsv")[1:]
+    assert len(train) == 4 and [r[1:3] for r in test] == [r[1:3] for r in train[:3]]
+    assert not {r[0] for r in train} & {r[0] for r in test}  # clips of their own
+    assert {r[3].split("+")[1] for r in test} <= set(synth.VARIANTS["test"])
+    assert {r[3].split("+")[1] for r in train} <= set(synth.VARIANTS["train"])
+    assert all((out / "de" / "clips_16k" / r[0]).is_file() for r in train + test)
+    assert json.loads((out / "synth.json").read_text())["params"]["phrasebook"] is True
+    with pytest.raises(DataError, match="must not exceed train"):
+        synth.synthesize_corpus(tmp_path / "bad", ["de-en"], n_train=2, n_dev=0, n_test=3, phrasebook=True)

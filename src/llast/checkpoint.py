@@ -177,20 +177,22 @@ def _strict_load_lora(module, adapter_dir: Path, adapter_name: str = "default") 
         raise CheckpointError(f"{weights}: {e}") from None
 
 
-def load_adaptor(model, path: str | Path, llm_lora: bool = False) -> None:
+def load_adaptor(model, path: str | Path, llm_lora: bool = False, encoder_lora: bool = True) -> None:
     """The adaptor weights of checkpoint `path`, strictly (train.init_from), and its encoder LoRA when it
-    has one and the model's S-LoRA is on (a CTC stage that adapted the encoder). The LLM LoRA starts fresh
-    unless `llm_lora` (train.init_llm_lora): then it is read from `path`'s llm_lora/, strictly."""
+    has one (a CTC stage that adapted the encoder), unless not `encoder_lora` (train.init_encoder_lora:
+    the frozen encoder is read instead). The LLM LoRA starts fresh unless `llm_lora` (train.init_llm_lora):
+    then it is read from `path`'s llm_lora/, strictly."""
     adaptor_file = Path(path) / "adaptor.safetensors"
     if not adaptor_file.is_file():
         raise CheckpointError(f"{path}: adaptor.safetensors missing (train.init_from must name a llast checkpoint)")
     state = read_tensors(adaptor_file)
     check_weights(state, model.adaptor.state_dict(), f"{adaptor_file}: adaptor weights do not match this config's adaptor")
     model.adaptor.load_state_dict(state, strict=True)
-    if (Path(path) / "encoder_lora").is_dir():
+    if (Path(path) / "encoder_lora").is_dir() and encoder_lora:
         if not hasattr(model.encoder, "peft_config"):
             raise CheckpointError(f"{path}: its adaptor was trained on an adapted encoder (encoder_lora/), but this "
-                                  "config's S-LoRA is off; set model.encoder.lora.enabled=true to start from both")
+                                  "config's S-LoRA is off; set model.encoder.lora.enabled=true to start from both, or "
+                                  "train.init_encoder_lora=false to leave it out")
         _strict_load_lora(model.encoder, Path(path) / "encoder_lora")
     if llm_lora:
         if not hasattr(model.llm, "peft_config"):

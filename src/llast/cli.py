@@ -21,7 +21,7 @@ from pathlib import Path
 from llast import assets, outdir, realdata, synth
 from llast.assets import resolve_checkpoint
 from llast.audio import audio_duration
-from llast.config import DecodeConfig, PromptConfig, check_chunk_seconds, check_decode, load_config
+from llast.config import DecodeConfig, check_chunk_seconds, check_decode, load_config
 from llast.errors import ConfigError, DataError, LlastError
 from llast.subtitles import FORMATS, render, to_srt, to_vtt, vtt_time
 
@@ -61,6 +61,9 @@ def _add_data(sub) -> None:
     s.add_argument("--people", type=float, default=0.0,
                    help="fraction of clips made to sound like recordings of people: speed perturbation, spectral "
                         "tilt, a telephone band or a lossy codec (default 0)")
+    s.add_argument("--phrasebook", action="store_true",
+                   help="dev and test say the train split's first sentences again, in voices never heard in training: "
+                        "a closed set of phrases (a domain's commands or announcements) that a fine-tune can learn")
     s.add_argument("--no-apertium", dest="synthetic", action="store_false",
                    help="human sentence pairs only (default: Apertium-made fr/es/it sources fill the train split)")
     s.add_argument("--splits", default="train,dev,test",
@@ -83,7 +86,6 @@ def _add_data(sub) -> None:
 
 def _run_data(args) -> int:
     if args.data_command == "synth":
-
         synth.synthesize_corpus(
             out_dir=args.out,
             directions=[d.strip() for d in args.directions.split(",") if d.strip()],
@@ -98,6 +100,7 @@ def _run_data(args) -> int:
             exclude=args.exclude,
             workers=args.workers,
             people=args.people,
+            phrasebook=args.phrasebook,
         )
         return 0
     if args.data_command == "real":
@@ -107,7 +110,7 @@ def _run_data(args) -> int:
             raise ConfigError(f"--per-source must be at least 1, got {args.per_source}")
         print(realdata.format_report(realdata.build_real_set(args.out, repos=args.repos, per_source=args.per_source)))
         return 0
-    from llast import data
+    from llast import data  # lazy: torch (module docstring)
 
     report = data.prepare_covost_audio(args.tsv, args.clips, args.out, workers=args.workers)
     print(report)
@@ -123,7 +126,7 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     cfg = load_config(args.config, args.overrides)  # before importing torch: a bad option fails at once
-    from llast import train
+    from llast import train  # lazy: torch (module docstring)
 
     train.train(cfg, resume=args.resume)
     return 0
@@ -136,7 +139,7 @@ def _add_params(sub) -> None:
 
 
 def _run_params(args) -> int:
-    from llast import lora
+    from llast import lora  # lazy: torch (module docstring)
 
     cfg = load_config(args.config, args.overrides)
     # random_init: the meta device, so even 13B models are counted in no memory
@@ -162,7 +165,7 @@ def _add_plan(sub) -> None:
 
 
 def _run_plan(args) -> int:
-    from llast import memory
+    from llast import memory  # lazy: torch (module docstring)
 
     cfg = load_config(args.config, args.overrides)
     engines = memory.ENGINES if args.engine == "all" else (args.engine,)
@@ -183,7 +186,7 @@ def _add_import(sub) -> None:
 
 
 def _run_import(args) -> int:
-    from llast import xtuner
+    from llast import xtuner  # lazy: torch (module docstring)
 
     cfg = load_config(args.config, args.overrides)
     outdir.check(args.out, outdir.CHECKPOINT)  # a folder of the user's is refused before the import's work
@@ -244,9 +247,7 @@ def _add_translate(sub) -> None:
 
 def _run_translate(args) -> int:
     """`llast translate`: text (FILE<TAB>text), JSON lines, SRT or WebVTT, on stdout or in --out-dir."""
-    from llast.decode import load_translator
-    from llast.processor import language_name
-    from llast.segment import SegmentOptions
+    from llast import decode, processor, quantize, segment  # lazy: torch (module docstring)
 
     if args.live:
         return _run_live(args)
@@ -257,30 +258,25 @@ def _run_translate(args) -> int:
     fmt = "json" if args.json else args.format
     if fmt in ("srt", "vtt") and len(args.files) > 1 and not args.out_dir:
         raise ConfigError(f"--format {fmt} with {len(args.files)} files needs --out-dir (one subtitle file each)")
-    SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
-    language_name(args.src), language_name(args.tgt)  # an unknown code, a missing or unreadable file:
+    segment.SegmentOptions(min_silence=args.min_silence, pad=args.pad)  # bad options fail before the model loads
+    processor.language_name(args.src), processor.language_name(args.tgt)  # an unknown code, a missing or unreadable file:
     seconds = sum(audio_duration(path) for path in args.files)  # errors before the model is loaded
     out_dir = outdir.check(args.out_dir, "translate", "--out-dir") if args.out_dir else None
     names = outdir.unique_names(args.files, "." + ("txt" if fmt == "text" else fmt))
     started = time.perf_counter()
-    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     loaded = time.perf_counter()
-    decode = dataclasses.replace(translator.cfg.decode, **options)
+    decoding = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     tgt = args.src if args.task == "transcribe" else args.tgt
     results = translator.translate(
         list(args.files), args.src, tgt, task=args.task, progress=True, segments=True,
-        segment_options=opts, decode=decode,
+        segment_options=opts, decode=decoding,
     )
     if args.verbose:
-        import torch
-
-        from llast.quantize import weights_kind
-
         took = time.perf_counter() - loaded
         print(f"llast translate: {seconds:.1f} s of audio decoded in {took:.1f} s, RTF {took / max(seconds, 1e-9):.3f} "
-              f"(model loaded in {loaded - started:.1f} s; weights {weights_kind(translator.model)}, "
-              f"{torch.get_num_threads()} threads)", file=sys.stderr)
+              f"(model loaded in {loaded - started:.1f} s; {quantize.describe(translator.model)})", file=sys.stderr)
     if out_dir is not None:
         outdir.claim(out_dir, "translate", "--out-dir")
     for path, name, segs in zip(args.files, names, results):
@@ -300,11 +296,7 @@ def _run_translate(args) -> int:
 def _run_live(args) -> int:
     """`llast translate --live`: each segment printed as it ends: text '[start --> end] text', json (a line
     per segment), srt or vtt (a cue per segment), from the microphone or raw PCM16 on stdin ('-')."""
-
-    from llast import live
-    from llast.decode import load_translator
-    from llast.processor import language_name
-    from llast.segment import SegmentOptions
+    from llast import decode, live, processor, segment  # lazy: torch (module docstring)
 
     if args.files not in ([], ["-"]) or args.out_dir:
         raise ConfigError("--live reads the microphone (no file) or raw PCM on stdin (file '-'); it prints to stdout")
@@ -313,18 +305,18 @@ def _run_live(args) -> int:
     options = _decode_options(args)
     check_chunk_seconds(args.chunk_seconds, float("inf"), where="--chunk-seconds")
     fmt = "json" if args.json else args.format
-    SegmentOptions(min_silence=args.min_silence, pad=args.pad)
-    language_name(args.src), language_name(args.tgt)
+    segment.SegmentOptions(min_silence=args.min_silence, pad=args.pad)
+    processor.language_name(args.src), processor.language_name(args.tgt)
     if not args.files:
         live.check_microphone()  # no device: the error comes before the model loads
-    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
-    decode = dataclasses.replace(translator.cfg.decode, **options)
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    decoding = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     blocks = live.prefetched(live.pcm_blocks(sys.stdin.buffer)) if args.files else live.microphone_blocks()
     if fmt == "vtt":
         print("WEBVTT\n", flush=True)
     n = 0
-    for seg in translator.translate_stream(blocks, args.src, args.tgt, task=args.task, segment_options=opts, decode=decode):
+    for seg in translator.translate_stream(blocks, args.src, args.tgt, task=args.task, segment_options=opts, decode=decoding):
         if fmt == "text":
             out = f"[{vtt_time(seg.start)} --> {vtt_time(seg.end)}] {seg.text}\n"
         elif fmt == "json":
@@ -370,7 +362,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from llast import evaluate
+    from llast import decode, evaluate, quantize  # lazy: torch (module docstring)
 
     options = _decode_options(args)
     if args.limit is not None and args.limit < 1:
@@ -379,26 +371,36 @@ def _run_evaluate(args) -> int:
     if args.baseline and "two_pass" in options:
         raise ConfigError(f"--two-pass/--no-two-pass: for llast models; --baseline {args.baseline} has its own passes")
     if args.baseline in ("cascade", "text"):
-        return _evaluate_llm_baseline(args, options)
+        if args.task != "translate":
+            raise ConfigError(f"--baseline {args.baseline} scores translation; --task {args.task} is not supported")
+        scores, asr_name = evaluate.evaluate_llm_baseline(
+            args.baseline, args.data, args.out, dataclasses.replace(DecodeConfig(), **options), model=args.model,
+            asr=args.asr, llm=args.llm, llm_system=args.llm_system, transcripts=args.transcripts, dtype=args.dtype,
+            limit=args.limit, skip_bad=args.skip_bad, lowercase=args.lowercase)
+        evaluate.print_scores(scores)
+        for name, r in scores["sets"].items():
+            if r.get("asr_wer") is not None:
+                print(f"{name}: ASR WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f}  ({asr_name}; transcripts in "
+                      f"{Path(args.out) / 'asr'})")
+        print(f"wrote {Path(args.out) / 'score.json'}")
+        return 0
     if args.model is None:
         raise ConfigError("--model is required (a checkpoint, a YAML config, or with --baseline whisper a Whisper model)")
     unreadable: list[str] | None = [] if args.skip_bad else None
     empty: dict = {}
     sets = evaluate.group_sets(args.data, args.task, args.limit, skipped=unreadable, empty=empty)
     if args.baseline == "whisper":
-        generate, meta, max_seconds = _whisper_baseline(args, options)
+        generate, meta, max_seconds = evaluate.whisper_baseline(args.model, dataclasses.replace(DecodeConfig(), **options),
+                                                                args.dtype)
     else:
-        from llast.decode import load_translator
-        from llast.quantize import weights_kind
-
-        translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
-        decode = dataclasses.replace(translator.cfg.decode, **options)
+        translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+        decoding = dataclasses.replace(translator.cfg.decode, **options)
 
         def generate(examples, on_batch=None, heard=None):
-            return translator.generate(examples, decode, on_batch=on_batch, heard=heard)
+            return translator.generate(examples, decoding, on_batch=on_batch, heard=heard)
 
-        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decode.num_beams, "two_pass": decode.two_pass,
-                "dtype": weights_kind(translator.model)}
+        meta = {"system": f"llast checkpoint {args.model}", "num_beams": decoding.num_beams, "two_pass": decoding.two_pass,
+                "dtype": quantize.weights_kind(translator.model)}
         max_seconds = translator.cfg.model.encoder.max_seconds
     meta["lowercase"] = args.lowercase
     if unreadable:
@@ -411,86 +413,6 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _whisper_baseline(args, options: dict):
-    """(generate, meta, max_seconds) of `llast evaluate --baseline whisper`."""
-
-    from llast.checkpoint import read_checkpoint_config
-    from llast.evaluate import WhisperBaseline
-
-    name = args.model
-    if (Path(args.model) / "llast.json").is_file():
-        name = read_checkpoint_config(args.model).model.encoder.name
-    decode = dataclasses.replace(DecodeConfig(), **options)
-    baseline = WhisperBaseline(name, decode, dtype=args.dtype)
-    meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
-    return baseline.generate, meta, 30.0
-
-
-def llm_baseline_parts(args) -> tuple:
-    """(ASR name, LLM name, prompt) of the cascade and text baselines: --asr and --llm, else the parts of
-    the checkpoint given as --model (and its instruction wording), else whisper-base and the bundled Qwen."""
-
-    asr, llm, prompt = "whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig()
-    if args.model is not None:
-        from llast.checkpoint import read_checkpoint_config
-
-        cfg = read_checkpoint_config(args.model)
-        asr, llm, prompt = cfg.model.encoder.name, cfg.model.llm.name, cfg.model.prompt
-    return args.asr or asr, args.llm or llm, prompt
-
-
-def _evaluate_llm_baseline(args, options: dict) -> int:
-    """`llast evaluate --baseline cascade|text`: an instruct LLM translates Whisper's transcripts (cascade)
-    or the gold source sentences (text: the ceiling of any speech model on that LLM)."""
-
-    from llast.evaluate import (WhisperBaseline, add_asr_scores, evaluate_text, gold_sources, group_sets, print_scores,
-                                read_transcripts, transcribe_sources)
-    from llast.llm_text import TRANSLATION_ONLY, TextTranslator
-    from llast.model import load_encoder_config
-
-    if args.task != "translate":
-        raise ConfigError(f"--baseline {args.baseline} scores translation; --task {args.task} is not supported")
-    asr_name, llm_name, prompt = llm_baseline_parts(args)
-    system = {None: TRANSLATION_ONLY, "template": None}.get(args.llm_system, args.llm_system)
-    prompt = dataclasses.replace(prompt, system=system)
-    if args.baseline == "cascade" and not args.transcripts and load_encoder_config(asr_name).model_type != "whisper":
-        raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
-    decode = dataclasses.replace(DecodeConfig(), **options)
-    sets = group_sets(args.data, "translate", args.limit)
-    out = Path(args.out)
-    if args.baseline == "cascade" and args.transcripts:
-        inputs, skipped, asr_scores = read_transcripts(args.transcripts, sets)
-        asr_name = f"transcripts of {args.transcripts}"
-    elif args.baseline == "cascade":
-        asr = WhisperBaseline(asr_name, decode, dtype=args.dtype)
-        asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(asr.dtype)}
-        inputs, skipped, asr_scores = transcribe_sources(asr, sets, out, args.skip_bad, args.lowercase, asr_meta)
-        del asr
-    else:
-        inputs, skipped = gold_sources(sets, args.skip_bad)
-    llm = TextTranslator.load(llm_name, prompt=prompt, dtype=args.dtype)
-
-    def translate(texts, src, tgt, on_batch=None):
-        return llm.translate(texts, src, tgt, decode, on_batch=on_batch)
-
-    meta = {"system": f"{args.baseline} baseline: " + (f"{asr_name} transcribes, " if args.baseline == "cascade" else "")
-            + f"{llm_name} translates" + (" the transcript" if args.baseline == "cascade" else " the gold source text"),
-            "llm": llm_name, "llm_system_message": prompt.system, "instruction": prompt.translate,
-            "num_beams": decode.num_beams, "dtype": str(next(llm.model.parameters()).dtype), "lowercase": args.lowercase}
-    if args.baseline == "cascade":
-        meta["asr"] = asr_name
-    scores = evaluate_text(translate, sets, inputs, out, args.lowercase, skipped, meta=meta)
-    if args.baseline == "cascade":
-        add_asr_scores(scores, sets, asr_scores)
-        (out / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
-    print_scores(scores)
-    for name, r in scores["sets"].items():
-        if r.get("asr_wer") is not None:
-            print(f"{name}: ASR WER {r['asr_wer']:.3f}  CER {r['asr_cer']:.3f}  ({asr_name}; transcripts in {out / 'asr'})")
-    print(f"wrote {out / 'score.json'}")
-    return 0
-
-
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="merge LoRA into the base models and write a standalone checkpoint")
     p.add_argument("--model", required=True, help="checkpoint directory")
@@ -500,7 +422,7 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from llast import checkpoint
+    from llast import checkpoint  # lazy: torch (module docstring)
 
     if args.ship:
         out = checkpoint.ship_checkpoint(args.model, args.out)
@@ -542,32 +464,29 @@ def _run_text_lora(args) -> int:
     if not args.lr > 0:
         raise ConfigError(f"--lr: {args.lr} is not allowed; expected a positive learning rate")
 
-    from llast.checkpoint import check_new_checkpoint_out, load_checkpoint, save_text_lora, text_lora_config
-    from llast.data import read_source
-    from llast.evaluate import data_source
-    from llast.text_adapter import train_text_adapter
+    from llast import checkpoint, data, evaluate, text_adapter  # lazy: torch (module docstring)
 
     path = resolve_checkpoint(args.model)  # a folder, or a shipped model's name
-    check_new_checkpoint_out(path, Path(args.out))
-    text_lora_config(path, args.overrides)  # a bad option fails before training, not after
-    model, cfg = load_checkpoint(path)
+    checkpoint.check_new_checkpoint_out(path, Path(args.out))
+    checkpoint.text_lora_config(path, args.overrides)  # a bad option fails before training, not after
+    model, cfg = checkpoint.load_checkpoint(path)
     if not args.data and not cfg.data.train:
         raise ConfigError(f"{args.model}: its config.yaml has no data.train; name the sentence pairs with --data")
     if not hasattr(model.llm, "peft_config"):
         raise ConfigError(f"{args.model}: its LLM has no LoRA (model.llm.lora.enabled is false); a text adapter "
                           "sits beside the L-LoRA")
-    sources = [data_source(spec) for spec in args.data] if args.data else cfg.data.train
-    pairs = [(s.source_text, s.target_text, s.src_lang, s.tgt_lang) for src in sources for s in read_source(src)
+    sources = [evaluate.data_source(spec) for spec in args.data] if args.data else cfg.data.train
+    pairs = [(s.source_text, s.target_text, s.src_lang, s.tgt_lang) for src in sources for s in data.read_source(src)
              if s.task == "translate" and s.source_text.strip() and s.target_text.strip()]
     if not pairs:
         raise DataError(f"{', '.join(str(s.path) for s in sources)}: no translation pairs with both texts to learn from")
     print(f"text adapter: {len(pairs)} sentence pairs, {args.steps} steps of {args.batch}, noise up to {args.noise}")
     t0 = time.time()
-    losses = train_text_adapter(model, cfg, pairs, args.steps, args.batch, args.lr, args.noise, args.seed, progress=True)
+    losses = text_adapter.train_text_adapter(model, cfg, pairs, args.steps, args.batch, args.lr, args.noise, args.seed, progress=True)
     meta = {"from": str(args.model), "data": [str(s.path) for s in sources], "pairs": len(pairs), "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "noise": args.noise, "seed": args.seed,
             "seconds": round(time.time() - t0, 1), "losses": losses}
-    out = save_text_lora(path, args.out, model.llm, meta, args.overrides)
+    out = checkpoint.save_text_lora(path, args.out, model.llm, meta, args.overrides)
     tail = losses[-10:]
     print(f"wrote {out} (text_lora/; mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.3f}; "
           "decode.two_pass on)")
@@ -594,20 +513,19 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    from llast.decode import load_translator
-    from llast.serve import Server, ServeOptions
+    from llast import decode, serve  # lazy: torch (module docstring)
 
     options = _decode_options(args)
     api_key = args.api_key or os.environ.get("LLAST_API_KEY") or None
-    opts = ServeOptions(
+    opts = serve.ServeOptions(
         model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout, max_streams=args.max_streams,
     )
-    translator = load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
+    server = serve.Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
     key_note = "API key required" if api_key else "no API key"
     print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs; live page at {server.url}/)",
           flush=True)

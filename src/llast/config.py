@@ -187,6 +187,10 @@ class TrainConfig:
     # Also start the L-LoRA from init_from's llm_lora/ (continue a finished LLaST run on new data with a new
     # schedule, e.g. llast-mini's stage 2b on more sentences); the optimizer and schedule start fresh.
     init_llm_lora: bool = False
+    # Start from init_from's encoder LoRA (S-LoRA) when it has one. false: leave it out and read the frozen
+    # Whisper encoder (model.encoder.lora.enabled must then be false): the S-LoRA learnt on espeak-ng costs
+    # hearing on people (docs/real_speech.md), so the adaptor and L-LoRA go on over the encoder as released.
+    init_encoder_lora: bool = True
 
 
 @dataclass(frozen=True)
@@ -490,6 +494,8 @@ def validate(cfg: Config) -> Config:
                 if getattr(src, lang) is not None:
                     check_language(getattr(src, lang), f"{where}.{lang}")
     check_decode(cfg.decode)
+    if not cfg.train.init_encoder_lora and not cfg.train.init_from:
+        raise ConfigError("train.init_encoder_lora: false only means something with train.init_from set")
     if cfg.train.init_llm_lora and not cfg.train.init_from:
         raise ConfigError("train.init_llm_lora: set train.init_from to the checkpoint whose llm_lora/ to start from")
     if cfg.train.init_llm_lora and not cfg.model.llm.lora.enabled:

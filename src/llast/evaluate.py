@@ -27,11 +27,13 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from llast import outdir
+from llast.checkpoint import read_checkpoint_config
 from llast.audio import SAMPLE_RATE, load_audio
-from llast.config import DataSource, DecodeConfig
+from llast.config import DataSource, DecodeConfig, PromptConfig
 from llast.data import Sample, drop_empty, read_source, transcription_of
 from llast.errors import AudioError, ConfigError, DataError
-from llast.model import inference_dtype, resolve_name
+from llast.llm_text import TRANSLATION_ONLY, TextTranslator
+from llast.model import inference_dtype, load_encoder_config, resolve_name
 from llast.processor import Example
 from llast.segment import SegmentOptions, plan_segments, segment_audio
 
@@ -431,3 +433,70 @@ def add_asr_scores(scores: dict, sets, asr_scores: dict) -> None:
                  audio_seconds=a["audio_seconds"])
         r["decode_seconds"] = round(r["decode_seconds"] + a["decode_seconds"], 2)
         r["real_time_factor"] = round(r["decode_seconds"] / max(a["audio_seconds"], 1e-9), 4)
+
+
+# --- the baselines of `llast evaluate`: Whisper's own task, the cascade, the LLM's text ceiling ---------------------
+
+
+def whisper_baseline(model: str, decode: DecodeConfig, dtype: str | None = None) -> tuple:
+    """(generate, meta, max_seconds) of `llast evaluate --baseline whisper`: `model` is a Whisper name, hub id
+    or folder, or a llast checkpoint whose encoder's Whisper to use."""
+    name = model
+    if (Path(model) / "llast.json").is_file():
+        name = read_checkpoint_config(model).model.encoder.name
+    baseline = WhisperBaseline(name, decode, dtype=dtype)
+    meta = {"system": f"whisper baseline ({name})", "num_beams": decode.num_beams, "dtype": str(baseline.dtype)}
+    return baseline.generate, meta, 30.0
+
+
+def llm_baseline_parts(model: str | None = None, asr: str | None = None, llm: str | None = None) -> tuple:
+    """(ASR name, LLM name, prompt) of the cascade and text baselines: `asr` and `llm`, else the parts of
+    checkpoint `model` (and its instruction wording), else whisper-base and the bundled Qwen."""
+    parts = ("whisper-base", "qwen2.5-coder-0.5b-instruct", PromptConfig())
+    if model is not None:
+        cfg = read_checkpoint_config(model)
+        parts = (cfg.model.encoder.name, cfg.model.llm.name, cfg.model.prompt)
+    return asr or parts[0], llm or parts[1], parts[2]
+
+
+def evaluate_llm_baseline(kind: str, data: list[str], out_dir: str | Path, decode: DecodeConfig, *,
+                          model: str | None = None, asr: str | None = None, llm: str | None = None,
+                          llm_system: str | None = None, transcripts: str | None = None, dtype: str | None = None,
+                          limit: int | None = None, skip_bad: bool = False, lowercase: bool = False) -> tuple[dict, str]:
+    """(scores, what transcribed) of `llast evaluate --baseline cascade|text`: an instruct LLM translates
+    Whisper's transcripts (cascade; or the `transcripts` of an earlier run) or the gold source sentences
+    (text: the ceiling of any speech model on that LLM). `llm_system`: None = TRANSLATION_ONLY, "template" =
+    the chat template's own default. Writes out_dir as `evaluate` does."""
+    asr_name, llm_name, prompt = llm_baseline_parts(model, asr, llm)
+    system = {None: TRANSLATION_ONLY, "template": None}.get(llm_system, llm_system)
+    prompt = dataclasses.replace(prompt, system=system)
+    if kind == "cascade" and not transcripts and load_encoder_config(asr_name).model_type != "whisper":
+        raise ConfigError(f"--asr {asr_name}: not a Whisper model (the cascade transcribes with Whisper's decoder)")
+    sets = group_sets(data, "translate", limit)
+    out = Path(out_dir)
+    if kind == "cascade" and transcripts:
+        inputs, skipped, asr_scores = read_transcripts(transcripts, sets)
+        asr_name = f"transcripts of {transcripts}"
+    elif kind == "cascade":
+        whisper = WhisperBaseline(asr_name, decode, dtype=dtype)
+        asr_meta = {"system": f"whisper transcribe ({asr_name})", "num_beams": decode.num_beams, "dtype": str(whisper.dtype)}
+        inputs, skipped, asr_scores = transcribe_sources(whisper, sets, out, skip_bad, lowercase, asr_meta)
+        del whisper
+    else:
+        inputs, skipped = gold_sources(sets, skip_bad)
+    text_llm = TextTranslator.load(llm_name, prompt=prompt, dtype=dtype)
+
+    def translate(texts, src, tgt, on_batch=None):
+        return text_llm.translate(texts, src, tgt, decode, on_batch=on_batch)
+
+    meta = {"system": f"{kind} baseline: " + (f"{asr_name} transcribes, " if kind == "cascade" else "")
+            + f"{llm_name} translates" + (" the transcript" if kind == "cascade" else " the gold source text"),
+            "llm": llm_name, "llm_system_message": prompt.system, "instruction": prompt.translate,
+            "num_beams": decode.num_beams, "dtype": str(next(text_llm.model.parameters()).dtype), "lowercase": lowercase}
+    if kind == "cascade":
+        meta["asr"] = asr_name
+    scores = evaluate_text(translate, sets, inputs, out, lowercase, skipped, meta=meta)
+    if kind == "cascade":
+        add_asr_scores(scores, sets, asr_scores)
+        (out / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False))
+    return scores, asr_name

@@ -324,7 +324,7 @@ def pcm_blocks(stream, seconds: float = 0.1) -> Iterator[np.ndarray]:
 def check_microphone():
     """The sounddevice module, if there is a default input device; else AudioError saying what to do."""
     try:
-        import sounddevice as sd
+        import sounddevice as sd  # lazy: needs PortAudio (a system library); only microphone input needs it
     except (ImportError, OSError) as e:
         raise AudioError(f"microphone: sounddevice/PortAudio is not usable ({e}); install Debian libportaudio2, "
                          "or pipe raw 16 kHz PCM16 into `llast translate --live -`") from None

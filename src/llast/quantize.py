@@ -176,6 +176,11 @@ def quantize_int8(model, parts: tuple[str, ...] = DEFAULT_PARTS) -> None:
         model.llm = _switchable_llm(model.llm) if hasattr(model.llm, "peft_config") else _quantize(model.llm)
 
 
+def describe(model) -> str:
+    """'weights KIND, N threads': what `llast translate --verbose` says of a loaded model's speed settings."""
+    return f"weights {weights_kind(model)}, {torch.get_num_threads()} threads"
+
+
 def weights_kind(model) -> str:
     """'int8' for a model quantized here, else the dtype of its first parameter (run metadata)."""
     if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()):

@@ -83,7 +83,7 @@ _local = threading.local()
 def _silero():
     """The silero_vad module. Importing it sets torch's thread count to 1; the count is restored."""
     threads = torch.get_num_threads()
-    import silero_vad
+    import silero_vad  # lazy: its import sets torch's thread count to 1 (restored here); only VAD needs it
 
     torch.set_num_threads(threads)
     return silero_vad

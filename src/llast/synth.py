@@ -447,6 +447,7 @@ def synthesize_corpus(
     splits: tuple[str, ...] = SPLITS,
     exclude: list[str | Path] = (),
     people: float = 0.0,
+    phrasebook: bool = False,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
@@ -457,6 +458,8 @@ def synthesize_corpus(
     larger than another one whose dev and test it must keep out (`excluded_sentences`).
     `people`: fraction of clips made to sound less like espeak-ng and more like recordings of people
     (speed perturbation, spectral tilt, telephone band or a lossy codec: `_like_people`).
+    `phrasebook`: dev and test hold the first n_dev / n_test sentences of the train split again, each a clip
+    of its own in its split's voices (never heard in training): a closed set of phrases to learn.
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
     Raises DataError for a direction without a sentence source or with too few pairs.
     """
@@ -480,6 +483,11 @@ def synthesize_corpus(
         params["splits"] = list(splits)
     if people:
         params["people"] = people
+    if phrasebook:
+        if max(n_dev, n_test) > n_train:
+            raise DataError(f"synth: --phrasebook repeats train sentences in dev and test; dev {n_dev} and test "
+                            f"{n_test} must not exceed train {n_train}")
+        params["phrasebook"] = True
     excluded = excluded_sentences(list(exclude))
     if exclude:  # the sentences, not the file names, decide the corpus
         params["exclude"] = hashlib.sha1("\n".join(sorted(excluded)).encode()).hexdigest()
@@ -491,11 +499,17 @@ def synthesize_corpus(
     if shutil.which("espeak-ng") is None:
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
 
-    chosen = split_pairs(sorted({other for _, _, other in parsed}), sizes, seed, synthetic=synthetic, exclude=excluded)
+    langs = sorted({other for _, _, other in parsed})
+    if phrasebook:
+        chosen = split_pairs(langs, {"train": n_train, "dev": 0, "test": 0}, seed, synthetic=False, exclude=excluded)
+        for lang in chosen.values():
+            lang["dev"], lang["test"] = lang["train"][:n_dev], lang["train"][:n_test]
+    else:
+        chosen = split_pairs(langs, sizes, seed, synthetic=synthetic, exclude=excluded)
     outdir.claim(out, "synth")
     marker.unlink(missing_ok=True)
 
-    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits, people)
+    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits, people, phrasebook)
     start = time.time()
     seconds = _render_all(jobs, workers)
     for (src, tgt, split), table in rows.items():
@@ -533,10 +547,11 @@ def _complete_corpus(out: Path, parsed: list, splits: tuple[str, ...], params: d
 
 
 def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, reverb: float,
-                splits: tuple[str, ...], people: float = 0.0) -> tuple[list[dict], dict]:
+                splits: tuple[str, ...], people: float = 0.0, phrasebook: bool = False) -> tuple[list[dict], dict]:
     """(render jobs of the clips of `splits`, TSV rows per (src, tgt, split)). One clip per (source language,
-    sentence), shared by directions with the same source; names and voices do not depend on `splits`."""
-    clip_of: dict[tuple[str, str], tuple[str, str]] = {}  # (src, normalised text) -> (clip name, voice)
+    sentence), shared by directions with the same source (per split too with `phrasebook`, whose splits
+    repeat sentences); names and voices do not depend on `splits`."""
+    clip_of: dict[tuple, tuple[str, str]] = {}  # (src[, split], normalised text) -> (clip name, voice)
     counts: dict[str, int] = {}
     jobs = []
     rows: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {}
@@ -546,7 +561,7 @@ def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, 
             table = rows[(src, tgt, split)] = []
             for xx, en in chosen[other][split]:
                 source, target = (en, xx) if src == "en" else (xx, en)
-                key = (src, normalise(source))
+                key = (src, split, normalise(source)) if phrasebook else (src, normalise(source))
                 if key not in clip_of:
                     name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
                     counts[src] = counts.get(src, 0) + 1

@@ -597,8 +597,10 @@ def _build_model(cfg: Config, samples, accelerator, say, progress: bool):
     processor = build_processor(cfg.model, encoder_config=model.encoder_config)
     say(format_param_counts(param_counts(model)))
     if tc.init_from:
-        load_adaptor(model, resolve_checkpoint(tc.init_from), llm_lora=tc.init_llm_lora)  # a folder or a shipped name
-        say(f"[train] adaptor{' and L-LoRA' if tc.init_llm_lora else ''} initialised from {tc.init_from}")
+        load_adaptor(model, resolve_checkpoint(tc.init_from), llm_lora=tc.init_llm_lora,  # a folder or a shipped name
+                     encoder_lora=tc.init_encoder_lora)
+        say(f"[train] adaptor{' and L-LoRA' if tc.init_llm_lora else ''} initialised from {tc.init_from}"
+            f"{'' if tc.init_encoder_lora else ' (its S-LoRA left out: the frozen encoder)'}")
     dev_samples = build_samples(cfg.data.dev, asr_augment=tc.objective == "ctc") if cfg.data.dev and tc.eval_every else []
     if tc.objective == "ctc":
         dev_samples = [s for s in dev_samples if s.task == "transcribe"]
