@@ -24,32 +24,20 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+import serve_load  # bench/serve_load.py: the multipart upload (run as python bench/serve_attack.py)
+
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 KEY = "bench-key"
 
 
 def post(url: str, fields: dict, name: str, data: bytes, key: str | None = KEY, timeout: float = 1800):
-    boundary = uuid.uuid4().hex
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items())
-    body += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode() + data
-    body += f"\r\n--{boundary}--\r\n".encode()
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    t0 = time.monotonic()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode(), time.monotonic() - t0
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), time.monotonic() - t0
+    return serve_load.post(url, fields, name, data, timeout=timeout, key=key)
 
 
 def flac(x: np.ndarray) -> bytes:

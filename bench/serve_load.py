@@ -25,13 +25,17 @@ import numpy as np
 import soundfile as sf
 
 
-def post(url: str, fields: dict, name: str, data: bytes, timeout: float = 900) -> tuple[int, str, float]:
+def post(url: str, fields: dict, name: str, data: bytes, timeout: float = 900,
+         key: str | None = None) -> tuple[int, str, float]:
+    """(status, body, seconds) of a multipart upload of `data` as file `name` with form `fields`."""
     boundary = uuid.uuid4().hex
     body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items())
     body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n').encode() + data
     body += f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     t0 = time.monotonic()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:

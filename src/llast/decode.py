@@ -22,6 +22,7 @@ from llast.checkpoint import TEXT_ADAPTER, load_checkpoint, merge_lora_weights
 from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode, load_config
 from llast.errors import AudioError, ConfigError
 from llast.generate import generate_ids
+from llast.llamacpp import GGUF, attach
 from llast.live import translate_stream
 from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 from llast.lora import build_lora_model
@@ -247,20 +248,40 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
                translator's default (cfg.decode.two_pass); False merges it and makes one pass the default;
                None: as the checkpoint's decode.two_pass says.
     dtype : "auto" (bf16 on CUDA and on CPUs with AMX-BF16, else fp32; see llast.model.inference_dtype),
-            "float32", "bfloat16", "float16" or "int8" (dynamic int8 Linear weights on CPU, llast.quantize).
+            "float32", "bfloat16", "float16", "int8" (dynamic int8 Linear weights on CPU, llast.quantize) or
+            "gguf" (the LLM run by llama.cpp from its bundled GGUF, greedy, on CPU; llast.llamacpp).
             The model is loaded and merged in its training dtype, then cast.
     """
-    wants_int8(dtype, device)  # an unknown dtype fails before the model is loaded
+    _check_dtype(dtype, device)  # an unknown dtype fails before the model is loaded
     model, cfg = load_checkpoint(path)
     _set_two_pass(cfg, two_pass)
-    if merge_lora:
+    if merge_lora and dtype == GGUF:
+        merge_lora_weights(model, ("encoder",))  # llama.cpp takes the L-LoRA (and text adapter) unmerged
+    elif merge_lora:
         merge_lora_weights(model, ("encoder",) if cfg.decode.two_pass else ("encoder", "llm"))
     return _translator(model, cfg, dtype, device)
 
 
+def _check_dtype(dtype: str, device: str | None) -> None:
+    """ConfigError for a dtype setting this device cannot load (gguf and int8 are for the CPU)."""
+    if dtype == GGUF:
+        if torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type != "cpu":
+            raise ConfigError("dtype gguf: llama.cpp runs the LLM on the CPU here; use another --dtype on a GPU")
+        return
+    wants_int8(dtype, device)
+
+
 def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Translator:
-    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, or int8 (llast.quantize.quantize_int8,
-    S-LoRA merged first, from the weights as loaded; what stays float is then cast to fp32)."""
+    """Translator(model, cfg) with weights as `dtype` says: a torch dtype, int8 (llast.quantize.quantize_int8,
+    S-LoRA merged first, from the weights as loaded; what stays float is then cast to fp32), or gguf (the
+    encoder and adaptor in fp32, the LLM in llama.cpp from the bundled GGUF of its name, llast.llamacpp)."""
+    _check_dtype(dtype, device)
+    if dtype == GGUF:
+        merge_lora_weights(model, ("encoder",))
+        model.encoder.float()
+        model.adaptor.float()
+        attach(model, cfg.model.llm.name)  # the HF LLM's place taken: its memory is freed
+        return Translator(model, cfg, device="cpu")
     if not wants_int8(dtype, device):
         return Translator(model, cfg, device=device, dtype=dtype)
     merge_lora_weights(model, ("encoder",))

@@ -5,6 +5,7 @@ prompts (two-pass decoding's text pass and the text baselines, llast.llm_text) a
                                                        \\-> transformers' beam search (decode.beam_search
                                                            "transformers", or settings llast.beam lacks)
                  \\-> transformers' generate alone         (decode.share_prefill off)
+                 \\-> llama.cpp, greedy                    (--dtype gguf: llast.llamacpp runs the LLM)
 
 The DecodeConfig arrives checked (llast.config.check_decode) and is read as it is; transformers' generate
 kwargs are made from it in one place (`_generate_kwargs`), only where transformers' generate runs.
@@ -16,6 +17,8 @@ import torch
 
 from llast import beam
 from llast.config import DecodeConfig
+from llast.llamacpp import LlamaCppLLM
+from llast.model import AUDIO_TOKEN_ID
 
 
 def generate_ids(model, batch: dict, decode: DecodeConfig, tokenizer) -> torch.Tensor:
@@ -25,6 +28,8 @@ def generate_ids(model, batch: dict, decode: DecodeConfig, tokenizer) -> torch.T
     batch     : the processor's left-padded batch (input_features, audio_lengths, input_ids (B, L), attention_mask)
     tokenizer : gives the end (eos_token_id) and padding (pad_token_id) tokens
     """
+    if isinstance(model.llm, LlamaCppLLM):
+        return _llama_cpp_ids(model, batch, decode, tokenizer)
     search = _search(model.llm, decode, tokenizer)
     if search is None or batch["input_ids"].shape[1] < 2:
         return model.generate(**batch, **_generate_kwargs(decode, tokenizer))
@@ -38,12 +43,42 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
     input_ids, attention_mask : (B, L) left-padded prompt
     """
+    if isinstance(llm, LlamaCppLLM):
+        llm.check(decode)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        out = llm.generate([(row, None, []) for row in rows], decode.max_new_tokens, {tokenizer.eos_token_id},
+                           decode.min_new_tokens)
+        return _padded(out, tokenizer)
     search = _search(llm, decode, tokenizer)
     if search is None or input_ids.shape[1] < 2:
         out = llm.generate(input_ids=input_ids, attention_mask=attention_mask, **_generate_kwargs(decode, tokenizer))
         return out[:, input_ids.shape[1]:]
     embeds = llm.get_input_embeddings()(input_ids)  # (B, L, H)
     return _continue(llm, embeds, attention_mask, beam.prefill(llm, embeds, attention_mask), decode, tokenizer, search)
+
+
+def _llama_cpp_ids(model, batch: dict, decode: DecodeConfig, tokenizer) -> torch.Tensor:
+    """generate_ids when llama.cpp runs the LLM: the adaptor's outputs (PyTorch) go to llama.cpp as
+    embeddings between each prompt's tokens before and after its audio slot; greedy. (B, new_tokens)"""
+    model.llm.check(decode)
+    embeds, mask = model.embed_audio(batch.get("input_features"), batch["audio_lengths"], batch.get("encoder_states"))
+    prompts = []
+    for ids, keep, audio, real in zip(batch["input_ids"], batch["attention_mask"], embeds, mask):
+        row = ids[keep.bool()].tolist()
+        first = row.index(AUDIO_TOKEN_ID)
+        end = first + int(real.sum())
+        prompts.append((row[:first], audio[real].float().cpu().numpy(), row[end:]))
+    out = model.llm.generate(prompts, decode.max_new_tokens, {tokenizer.eos_token_id}, decode.min_new_tokens)
+    return _padded(out, tokenizer)
+
+
+def _padded(rows: list[list[int]], tokenizer) -> torch.Tensor:
+    """(B, longest) token ids, shorter rows padded with the pad (else end) token."""
+    pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    out = torch.full((len(rows), max([len(r) for r in rows] + [1])), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
 
 
 def _search(llm, decode: DecodeConfig, tokenizer) -> str | None:

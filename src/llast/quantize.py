@@ -182,7 +182,10 @@ def describe(model) -> str:
 
 
 def weights_kind(model) -> str:
-    """'int8' for a model quantized here, else the dtype of its first parameter (run metadata)."""
+    """'int8' for a model quantized here, 'gguf' for one whose LLM llama.cpp runs (llast.llamacpp), else the
+    dtype of its first parameter (run metadata)."""
+    if type(getattr(model, "llm", None)).__name__ == "LlamaCppLLM":
+        return f"gguf ({model.llm.gguf_path.name} in llama.cpp; encoder and adaptor {next(model.parameters()).dtype})"
     if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()):
         return "int8"
     return str(next(model.parameters()).dtype)

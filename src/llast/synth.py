@@ -434,20 +434,9 @@ def _people_job(rng: np.random.Generator, fraction: float) -> dict | None:
 
 
 def synthesize_corpus(
-    out_dir: str | Path,
-    directions: list[str],
-    n_train: int,
-    n_dev: int,
-    n_test: int,
-    seed: int = 0,
-    noise: float = 0.3,
-    workers: int = 2,
-    reverb: float = 0.3,
-    synthetic: bool = True,
-    splits: tuple[str, ...] = SPLITS,
-    exclude: list[str | Path] = (),
-    people: float = 0.0,
-    phrasebook: bool = False,
+    out_dir: str | Path, directions: list[str], n_train: int, n_dev: int, n_test: int, seed: int = 0,
+    noise: float = 0.3, workers: int = 2, reverb: float = 0.3, synthetic: bool = True,
+    splits: tuple[str, ...] = SPLITS, exclude: list[str | Path] = (), people: float = 0.0, phrasebook: bool = False,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
@@ -465,18 +454,10 @@ def synthesize_corpus(
     """
     out = outdir.check(out_dir, "synth")  # a folder of the user's is refused before any work
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
-    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) == 0:
-        raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {n_train}, dev {n_dev}, test {n_test})")
-    if not directions:
-        raise DataError("synth: no directions given")
-    for what, frac in (("noise", noise), ("reverb", reverb), ("people", people)):
-        if not 0.0 <= frac <= 1.0:
-            raise DataError(f"synth: {what} is a fraction of clips, got {frac}")
     directions = list(dict.fromkeys(directions))
-    parsed = [_parse_direction(d) for d in directions]
     splits = tuple(dict.fromkeys(splits))
-    if not splits or any(x not in SPLITS for x in splits):
-        raise DataError(f"synth: splits must be some of {', '.join(SPLITS)}, got {', '.join(splits) or 'none'}")
+    _check_request(sizes, directions, splits, {"noise": noise, "reverb": reverb, "people": people}, phrasebook)
+    parsed = [_parse_direction(d) for d in directions]
     params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise,
               "reverb": reverb, "synthetic": synthetic}
     if splits != SPLITS:
@@ -484,9 +465,6 @@ def synthesize_corpus(
     if people:
         params["people"] = people
     if phrasebook:
-        if max(n_dev, n_test) > n_train:
-            raise DataError(f"synth: --phrasebook repeats train sentences in dev and test; dev {n_dev} and test "
-                            f"{n_test} must not exceed train {n_train}")
         params["phrasebook"] = True
     excluded = excluded_sentences(list(exclude))
     if exclude:  # the sentences, not the file names, decide the corpus
@@ -527,6 +505,24 @@ def synthesize_corpus(
     marker.write_text(json.dumps(summary, indent=2) + "\n")  # last: its presence means the corpus is complete
     print(f"{out}: {len(jobs)} clips ({seconds / 60:.1f} min of audio) in {summary['synth_seconds']} s")
     return {**summary, "skipped": False}
+
+
+def _check_request(sizes: dict[str, int], directions: list[str], splits: tuple[str, ...], fractions: dict[str, float],
+                   phrasebook: bool) -> None:
+    """DataError for sizes, directions, splits or fractions of clips that synthesize_corpus cannot make."""
+    if any(n < 0 for n in sizes.values()) or sum(sizes.values()) == 0:
+        raise DataError(f"synth: sizes must be >= 0 and not all 0 (train {sizes['train']}, dev {sizes['dev']}, "
+                        f"test {sizes['test']})")
+    if not directions:
+        raise DataError("synth: no directions given")
+    for what, frac in fractions.items():
+        if not 0.0 <= frac <= 1.0:
+            raise DataError(f"synth: {what} is a fraction of clips, got {frac}")
+    if not splits or any(x not in SPLITS for x in splits):
+        raise DataError(f"synth: splits must be some of {', '.join(SPLITS)}, got {', '.join(splits) or 'none'}")
+    if phrasebook and max(sizes["dev"], sizes["test"]) > sizes["train"]:
+        raise DataError(f"synth: --phrasebook repeats train sentences in dev and test; dev {sizes['dev']} and test "
+                        f"{sizes['test']} must not exceed train {sizes['train']}")
 
 
 def _complete_corpus(out: Path, parsed: list, splits: tuple[str, ...], params: dict) -> dict | None:

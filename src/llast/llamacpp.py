@@ -1,0 +1,277 @@
+"""The LLM of a llast model run by llama.cpp (llama-cpp-python) on CPU: `--dtype gguf`.
+
+llast-mini's LLM, Qwen2.5-Coder-0.5B-Instruct, is bundled as a Q4_K_M GGUF; the PyTorch model runs the same
+weights dequantized to fp32 (llast.convert). llama.cpp runs them as they are, quantized, with its own CPU
+kernels, and takes the rest as llama.cpp takes any multimodal model's: the speech embeddings of the
+adaptor (llast.model.LLaST.embed_audio, PyTorch) are fed as embeddings between the prompt's tokens. The
+LoRA adapters (L-LoRA, the text adapter) are converted to GGUF LoRA adapters (`lora_to_gguf`) and switched
+per pass; llama.cpp applies them at run time, unmerged, at their trained scale.
+
+Decoding is greedy (llama.cpp has no beam search): several prompts at once, one sequence each in one
+KV cache, one token per sequence per step.
+
+    prompt (B rows): [token ids before the audio] [audio embeddings (N_i, H)] [token ids after]
+      -> prefill: each row's three parts into its own sequence (seq_id = row)
+      -> greedy steps: the rows still running, one token each, in one batch
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llast.assets import gguf_file
+from llast.errors import ConfigError
+
+GGUF = "gguf"  # the --dtype that runs the LLM here
+BASE = "base"  # the adapter name of the LLM without a LoRA (llast.quantize's, as two-pass decoding asks for it)
+
+
+def _lib():
+    try:
+        import llama_cpp  # lazy: a compiled library; only --dtype gguf needs it
+    except ImportError as e:
+        raise ConfigError(f"--dtype gguf needs llama-cpp-python ({e}); scripts/setup.sh installs it, or "
+                          "`pip install llama-cpp-python`") from None
+    return llama_cpp
+
+
+def lora_to_gguf(state: dict[str, torch.Tensor], alpha: float, out: str | Path, arch: str, n_layers: int) -> Path:
+    """A PEFT LoRA state dict (get_peft_model_state_dict: `...X.lora_A.weight` (r, in), `...X.lora_B.weight`
+    (out, r)) written as a GGUF LoRA adapter for llama.cpp: tensors `<GGUF name of X>.weight.lora_a` /
+    `.lora_b` in those shapes (what llama.cpp expects), `alpha` as adapter.lora.alpha (llama.cpp scales by
+    alpha / r, as PEFT does). arch: the LLM's model_type ("qwen2", "llama"); n_layers: its layer count."""
+    import gguf  # lazy: the GGUF writer; only --dtype gguf needs it
+
+    try:
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
+    except KeyError:
+        raise ConfigError(f"--dtype gguf: llama.cpp has no architecture {arch!r}") from None
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(alpha))
+    for key in sorted(state):
+        stem, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+        name = names.get_name(stem)
+        if name is None or part not in ("A.weight", "B.weight"):
+            raise ConfigError(f"--dtype gguf: LoRA tensor {key} has no llama.cpp counterpart")
+        writer.add_tensor(f"{name}.weight.lora_{part[0].lower()}", state[key].float().cpu().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(out)
+
+
+class LlamaCppLLM(torch.nn.Module):
+    """A GGUF model in a llama.cpp context with its LoRA adapters, for greedy decoding of embedding prompts.
+    A torch Module without parameters, so that it takes the HF LLM's place in llast.model.LLaST.
+
+    gguf_path : the base model's GGUF
+    adapters  : name -> GGUF LoRA adapter file (lora_to_gguf); llama.cpp reads the files here (they may be
+                deleted afterwards). `active`: the adapter used outside `use` blocks (BASE: none).
+    n_ctx     : KV cache cells shared by the prompts decoded at once (at most max_rows of them)
+    """
+
+    def __init__(self, gguf_path: str | Path, adapters: dict[str, Path], active: str = BASE, n_ctx: int = 8192,
+                 max_rows: int = 16, n_batch: int = 512, threads: int | None = None):
+        super().__init__()
+        self.gguf_path = Path(gguf_path)
+        lib = self.lib = _lib()
+        _silence(lib)
+        lib.llama_backend_init()
+        self.model = lib.llama_model_load_from_file(str(gguf_path).encode(), lib.llama_model_default_params())
+        if not self.model:
+            raise ConfigError(f"{gguf_path}: llama.cpp could not load this GGUF")
+        self.n_embd = lib.llama_model_n_embd(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
+        self.n_ctx, self.max_rows, self.n_batch = n_ctx, max_rows, max(n_batch, max_rows)
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = max_rows
+        cparams.kv_unified = True  # the rows share the n_ctx cells
+        cparams.n_threads = cparams.n_threads_batch = threads or torch.get_num_threads()
+        self.ctx = lib.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise ConfigError(f"{gguf_path}: llama.cpp could not make a context of {n_ctx} tokens")
+        self.adapters = {}
+        for name, path in adapters.items():
+            handle = lib.llama_adapter_lora_init(self.model, str(path).encode())
+            if not handle:
+                raise ConfigError(f"{path}: llama.cpp could not load this LoRA adapter for {gguf_path}")
+            self.adapters[name] = handle
+        self.names = set(self.adapters) | {BASE}
+        if active not in self.names:
+            raise ValueError(f"adapter {active!r}: not one of {sorted(self.names)}")
+        self.active = active
+        self._tokens = lib.llama_batch_init(self.n_batch, 0, 1)
+        self._embeds = lib.llama_batch_init(self.n_batch, self.n_embd, 1)
+
+    @property
+    def llast_adapters(self):
+        """The adapter switch two-pass decoding uses (`use`, `names`), as llast.quantize's int8 LLM has one."""
+        return self
+
+    def check(self, decode) -> None:
+        """ConfigError for what llama.cpp's decoding here cannot do: it is greedy, without penalties."""
+        if decode.num_beams != 1:
+            raise ConfigError(f"--num-beams {decode.num_beams}: --dtype gguf decodes greedily (llama.cpp has no beam "
+                              "search); use --num-beams 1, or another --dtype")
+        if decode.repetition_penalty != 1.0:
+            raise ConfigError("--dtype gguf decodes without a repetition penalty; leave decode.repetition_penalty at 1.0")
+
+    @contextlib.contextmanager
+    def use(self, name: str):
+        """The adapter `name` (or BASE: none) active inside the block (two-pass decoding's text pass)."""
+        before, self.active = self.active, name
+        try:
+            yield
+        finally:
+            self.active = before
+
+    def generate(self, prompts: list[tuple[list[int], np.ndarray | None, list[int]]], max_new_tokens: int,
+                 eos: set[int], min_new_tokens: int = 0) -> list[list[int]]:
+        """Greedy continuations (token ids, the end token left out) of `prompts`, each (ids before,
+        embeddings (N, H) float32 or None, ids after), with the active adapter; as many at once as the
+        context holds."""
+        out: list[list[int]] = []
+        group: list = []
+        cells = 0
+        for p in prompts:
+            need = len(p[0]) + (0 if p[1] is None else len(p[1])) + len(p[2]) + max_new_tokens
+            if need > self.n_ctx:
+                raise ValueError(f"a prompt of {need - max_new_tokens} positions + {max_new_tokens} new tokens "
+                                 f"exceeds llama.cpp's context of {self.n_ctx}")
+            if group and (len(group) == self.max_rows or cells + need > self.n_ctx):
+                out += self._generate(group, max_new_tokens, eos, min_new_tokens)
+                group, cells = [], 0
+            group.append(p)
+            cells += need
+        if group:
+            out += self._generate(group, max_new_tokens, eos, min_new_tokens)
+        return out
+
+    def _generate(self, prompts, max_new_tokens: int, eos: set[int], min_new_tokens: int) -> list[list[int]]:
+        lib = self.lib
+        if self.active == BASE:
+            lib.llama_set_adapters_lora(self.ctx, None, 0, None)
+        else:
+            handles = (lib.llama_adapter_lora_p_ctypes * 1)(self.adapters[self.active])
+            lib.llama_set_adapters_lora(self.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
+        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        pos, nxt = [], []
+        for row, (before, embeds, after) in enumerate(prompts):
+            p = self._prefill(row, 0, tokens=before, last=embeds is None and not after)
+            if embeds is not None:
+                p = self._prefill(row, p, embeds=embeds, last=not after)
+            if after:
+                p = self._prefill(row, p, tokens=after, last=True)
+            pos.append(p)
+            nxt.append(self._argmax(-1, 0, min_new_tokens, eos))
+        out: list[list[int]] = [[] for _ in prompts]
+        running = list(range(len(prompts)))
+        for step in range(max_new_tokens):
+            running = [r for r in running if nxt[r] not in eos]
+            for r in running:
+                out[r].append(nxt[r])
+            if not running or step == max_new_tokens - 1:
+                break
+            b = self._tokens
+            for k, r in enumerate(running):
+                b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = nxt[r], pos[r], 1, True
+                b.seq_id[k][0] = r
+                pos[r] += 1
+            self._decode(b, len(running))
+            for k, r in enumerate(running):
+                nxt[r] = self._argmax(k, step + 1, min_new_tokens, eos)
+        return out
+
+    def _prefill(self, row: int, start: int, tokens: list[int] | None = None, embeds: np.ndarray | None = None,
+                 last: bool = False) -> int:
+        """`tokens` (ids) or `embeds` (N, H) into sequence `row` from position `start`, n_batch at a time;
+        logits kept for the last position if `last`. Returns the next position."""
+        batch = self._tokens if embeds is None else self._embeds
+        n = len(tokens) if embeds is None else embeds.shape[0]
+        for lo in range(0, n, self.n_batch):
+            hi = min(n, lo + self.n_batch)
+            for j in range(lo, hi):
+                k = j - lo
+                if embeds is None:
+                    batch.token[k] = int(tokens[j])
+                batch.pos[k], batch.n_seq_id[k], batch.logits[k] = start + j, 1, last and j == n - 1
+                batch.seq_id[k][0] = row
+            if embeds is not None:
+                chunk = np.ascontiguousarray(embeds[lo:hi], dtype=np.float32)
+                ctypes.memmove(batch.embd, chunk.ctypes.data, chunk.nbytes)
+            self._decode(batch, hi - lo)
+        return start + n
+
+    def _decode(self, batch, n: int) -> None:
+        batch.n_tokens = n
+        code = self.lib.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama.cpp: decoding a batch of {n} failed (code {code})")
+
+    def _argmax(self, i: int, produced: int, min_new_tokens: int, eos: set[int]) -> int:
+        row = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+        if produced < min_new_tokens:
+            row = row.copy()
+            row[list(eos)] = -np.inf
+        return int(row.argmax())
+
+    def close(self) -> None:
+        """Free the context and the model (also done when the object is collected)."""
+        lib = getattr(self, "lib", None)
+        if lib is None:
+            return
+        if getattr(self, "ctx", None):
+            lib.llama_batch_free(self._tokens)
+            lib.llama_batch_free(self._embeds)
+            lib.llama_free(self.ctx)
+            self.ctx = None
+        for handle in getattr(self, "adapters", {}).values():
+            with contextlib.suppress(AttributeError):
+                lib.llama_adapter_lora_free(handle)
+        self.adapters = {}
+        if getattr(self, "model", None):
+            lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+_QUIET = []  # llama.cpp's log callback, kept alive here: llama.cpp is silent (its errors come back as codes)
+
+
+def _silence(lib) -> None:
+    if not _QUIET:
+        _QUIET.append(lib.llama_log_callback(lambda level, text, user_data: None))
+    lib.llama_log_set(_QUIET[0], ctypes.c_void_p(0))
+
+
+def attach(model, llm_name: str, **context) -> None:
+    """model.llm, a HF causal LM with its LoRA adapters unmerged (peft), replaced by a LlamaCppLLM that runs
+    the bundled GGUF of `llm_name` (llast.assets.gguf_file) with the same adapters, converted to GGUF LoRA,
+    the same one active. `context`: LlamaCppLLM's n_ctx, max_rows, n_batch, threads."""
+    from peft import get_peft_model_state_dict  # lazy: peft costs ~4 s to import; only LoRA models need it
+
+    llm = model.llm
+    config = (llm.get_base_model() if hasattr(llm, "get_base_model") else llm).config
+    base = gguf_file(llm_name)
+    with tempfile.TemporaryDirectory(prefix="llast-gguf-") as tmp:
+        files = {}
+        for name, peft_cfg in getattr(llm, "peft_config", {}).items():
+            state = get_peft_model_state_dict(llm, adapter_name=name)
+            files[name] = lora_to_gguf(state, peft_cfg.lora_alpha, Path(tmp) / f"{name}.gguf", config.model_type,
+                                       config.num_hidden_layers)
+        active = getattr(llm, "active_adapter", BASE) if files else BASE
+        model.llm = LlamaCppLLM(base, files, active=active, **context)
