@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="espeak-ng sox trans-de-en fillets-ng-data pocketsphinx-testdata ktuberling-data apertium apertium-eng-spa apertium-fr-es apertium-spa-ita chromium chromium-driver libportaudio2"
+APT_PKGS="espeak-ng sox trans-de-en fillets-ng-data pocketsphinx-testdata ktuberling-data apertium apertium-eng-spa apertium-fr-es apertium-spa-ita chromium chromium-driver libportaudio2 cmake g++"
 missing=""
 for p in $APT_PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -24,6 +24,8 @@ fi
 echo "[setup] installing pinned Python dependencies (constraints.txt)"
 .venv/bin/python -m pip install -q --upgrade "pip>=24" 2>&1 | grep -v "is ignored" || true
 # torch first and alone: the pinned CPU wheel; a range would pull a multi-GB CUDA build.
+# llama-cpp-python (--dtype gguf) has no wheel on PyPI: pip builds it from source with cmake and g++ (~6 min on
+# 2 cores, once; pip keeps the wheel in its cache), for this machine's CPU (llama.cpp's GGML_NATIVE).
 .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import llast, torch, transformers, peft" || { echo "[setup] install failed" >&2; exit 1; }

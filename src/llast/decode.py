@@ -22,7 +22,8 @@ from llast.checkpoint import TEXT_ADAPTER, load_checkpoint, merge_lora_weights
 from llast.config import Config, DecodeConfig, check_chunk_seconds, check_decode, load_config
 from llast.errors import AudioError, ConfigError
 from llast.generate import generate_ids
-from llast.llamacpp import GGUF, attach
+from llast import llamacpp
+from llast.llamacpp import GGUF
 from llast.live import translate_stream
 from llast.llm_text import TRANSLATION_ONLY, TextTranslator
 from llast.lora import build_lora_model
@@ -253,11 +254,13 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
             The model is loaded and merged in its training dtype, then cast.
     """
     _check_dtype(dtype, device)  # an unknown dtype fails before the model is loaded
+    if dtype == GGUF:  # the LLM is never loaded in PyTorch; llama.cpp takes its LoRA adapters unmerged
+        model, cfg = llamacpp.load_checkpoint(path)
+        _set_two_pass(cfg, two_pass)
+        return Translator(model, cfg, device="cpu")
     model, cfg = load_checkpoint(path)
     _set_two_pass(cfg, two_pass)
-    if merge_lora and dtype == GGUF:
-        merge_lora_weights(model, ("encoder",))  # llama.cpp takes the L-LoRA (and text adapter) unmerged
-    elif merge_lora:
+    if merge_lora:
         merge_lora_weights(model, ("encoder",) if cfg.decode.two_pass else ("encoder", "llm"))
     return _translator(model, cfg, dtype, device)
 
@@ -280,7 +283,7 @@ def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Tr
         merge_lora_weights(model, ("encoder",))
         model.encoder.float()
         model.adaptor.float()
-        attach(model, cfg.model.llm.name)  # the HF LLM's place taken: its memory is freed
+        llamacpp.attach(model, cfg.model.llm.name)  # the HF LLM's place taken: its memory is freed
         return Translator(model, cfg, device="cpu")
     if not wants_int8(dtype, device):
         return Translator(model, cfg, device=device, dtype=dtype)

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from llast.assets import gguf_file
+from llast.assets import gguf_file, resolve_checkpoint
+from llast.checkpoint import TEXT_ADAPTER, load_weights, merge_lora_weights, read_checkpoint_config, read_tensors
 from llast.errors import ConfigError
+from llast.lora import apply_lora
+from llast.model import build_model, load_encoder, resolve_name
 
 GGUF = "gguf"  # the --dtype that runs the LLM here
 BASE = "base"  # the adapter name of the LLM without a LoRA (llast.quantize's, as two-pass decoding asks for it)
@@ -258,20 +263,52 @@ def _silence(lib) -> None:
     lib.llama_log_set(_QUIET[0], ctypes.c_void_p(0))
 
 
-def attach(model, llm_name: str, **context) -> None:
-    """model.llm, a HF causal LM with its LoRA adapters unmerged (peft), replaced by a LlamaCppLLM that runs
-    the bundled GGUF of `llm_name` (llast.assets.gguf_file) with the same adapters, converted to GGUF LoRA,
-    the same one active. `context`: LlamaCppLLM's n_ctx, max_rows, n_batch, threads."""
-    from peft import get_peft_model_state_dict  # lazy: peft costs ~4 s to import; only LoRA models need it
-
+def attach(model, llm_name: str, adapters: dict[str, tuple[dict, float]] | None = None, **context) -> None:
+    """model.llm replaced by a LlamaCppLLM running the bundled GGUF of `llm_name` (llast.assets.gguf_file)
+    with LoRA adapters converted to GGUF LoRA: `adapters` (name -> (PEFT state dict, alpha)), or those of
+    model.llm itself, a peft model with its adapters unmerged; the same one active. `context`: LlamaCppLLM's
+    n_ctx, max_rows, n_batch, threads."""
     llm = model.llm
-    config = (llm.get_base_model() if hasattr(llm, "get_base_model") else llm).config
+    base_llm = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    config = base_llm.config
+    active = getattr(llm, "active_adapter", BASE)
+    if adapters is None:
+        from peft import get_peft_model_state_dict  # lazy: peft costs ~4 s to import; only LoRA models need it
+
+        adapters = {name: (get_peft_model_state_dict(llm, adapter_name=name), c.lora_alpha)
+                    for name, c in getattr(llm, "peft_config", {}).items()}
     base = gguf_file(llm_name)
     with tempfile.TemporaryDirectory(prefix="llast-gguf-") as tmp:
-        files = {}
-        for name, peft_cfg in getattr(llm, "peft_config", {}).items():
-            state = get_peft_model_state_dict(llm, adapter_name=name)
-            files[name] = lora_to_gguf(state, peft_cfg.lora_alpha, Path(tmp) / f"{name}.gguf", config.model_type,
-                                       config.num_hidden_layers)
-        active = getattr(llm, "active_adapter", BASE) if files else BASE
-        model.llm = LlamaCppLLM(base, files, active=active, **context)
+        files = {name: lora_to_gguf(state, alpha, Path(tmp) / f"{name}.gguf", config.model_type,
+                                    config.num_hidden_layers) for name, (state, alpha) in adapters.items()}
+        model.llm = LlamaCppLLM(base, files, active=active if active in files else BASE, **context)
+
+
+def load_checkpoint(path: str | Path, **context):
+    """(LLaST whose LLM llama.cpp runs, Config) of checkpoint `path` (a folder or a shipped name), the LLM's
+    weights never loaded in PyTorch: it is built on the meta device (no memory), so that the checkpoint's
+    files are checked as strictly as llast.checkpoint.load_checkpoint checks them, and its LoRA adapters
+    (llm_lora/, text_lora/) go from their files to llama.cpp. The encoder (S-LoRA merged) and the adaptor
+    run in fp32."""
+    from transformers import AutoConfig, AutoModelForCausalLM  # lazy: only --dtype gguf loads a model here
+
+    path = resolve_checkpoint(path)
+    cfg = read_checkpoint_config(path)
+    encoder = load_encoder(cfg.model.encoder.name, torch.float32)
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_name(cfg.model.llm.name)))
+    model = build_model(cfg.model, encoder=encoder, llm=llm)
+    apply_lora(model, cfg.model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*meta parameter.*")  # the LLM's LoRA: checked, not kept
+        load_weights(model, path)
+    merge_lora_weights(model, ("encoder",))
+    model.encoder.float()
+    model.adaptor.float()
+    adapters = {}
+    for name, folder in (("default", path / "llm_lora"), (TEXT_ADAPTER, path / "text_lora")):
+        if folder.is_dir():
+            alpha = json.loads((folder / "adapter_config.json").read_text())["lora_alpha"]
+            adapters[name] = (read_tensors(folder / "adapter_model.safetensors"), alpha)
+    attach(model, cfg.model.llm.name, adapters, **context)
+    return model.eval(), cfg
