@@ -109,3 +109,22 @@ def test_llast_mini_in_llama_cpp_hears_and_translates_as_pytorch_does(tmp_path):
                         "--num-beams", "4", "--dtype", "gguf", paths[0]], capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "--num-beams 4: --dtype gguf decodes greedily" in r.stderr, r.stderr[-500:]
     assert "Traceback" not in r.stderr
+
+
+def test_auto_dtype_picks_gguf_only_where_it_runs_greedy_on_a_cpu_without_amx(tiny_dirs, monkeypatch):
+    """--dtype auto: gguf on a CPU without AMX-BF16 for greedy decoding when llama.cpp can run the LLM;
+    beam search, AMX or an LLM llama.cpp cannot run here keep PyTorch's choice ("auto")."""
+    import dataclasses
+
+    from llast import decode, llamacpp
+
+    cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
+    cfg.decode = dataclasses.replace(cfg.decode, num_beams=1)
+    assert decode.auto_dtype(cfg, device="cpu") == "auto"  # the tiny LLM is no bundled GGUF
+    monkeypatch.setattr(llamacpp, "runs", lambda name: True)
+    monkeypatch.setattr(decode, "_cpu_has_amx_bf16", lambda: False)
+    assert decode.auto_dtype(cfg, device="cpu") == "gguf"
+    assert decode.auto_dtype(cfg, num_beams=4, device="cpu") == "auto"
+    assert decode.auto_dtype(dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, num_beams=5))) == "auto"
+    monkeypatch.setattr(decode, "_cpu_has_amx_bf16", lambda: True)
+    assert decode.auto_dtype(cfg, device="cpu") == "auto"

@@ -22,6 +22,7 @@ import ctypes
 import json
 import tempfile
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,24 @@ import torch
 
 from llast.assets import gguf_file, resolve_checkpoint
 from llast.checkpoint import TEXT_ADAPTER, load_weights, merge_lora_weights, read_checkpoint_config, read_tensors
-from llast.errors import ConfigError
+from llast.errors import AssetError, ConfigError
 from llast.lora import apply_lora
 from llast.model import build_model, load_encoder, resolve_name
 
 GGUF = "gguf"  # the --dtype that runs the LLM here
 BASE = "base"  # the adapter name of the LLM without a LoRA (llast.quantize's, as two-pass decoding asks for it)
+
+
+def runs(llm_name: str) -> bool:
+    """Whether --dtype gguf can run LLM `llm_name` here: llama-cpp-python is installed and the LLM is a
+    bundled GGUF model whose packages are installed (`llast models prepare NAME`)."""
+    if find_spec("llama_cpp") is None:
+        return False
+    try:
+        gguf_file(llm_name)
+    except AssetError:
+        return False
+    return True
 
 
 def _lib():
