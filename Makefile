@@ -5,7 +5,7 @@ LLAST := $(VENV)/bin/llast
 PY := $(VENV)/bin/python
 # Models the real-weight tests and the demo use (prepared once into $$LLAST_HOME, default ~/.cache/llast).
 TEST_MODELS := whisper-base whisper-tiny.en smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct
-DEMO_MODELS := whisper-base smollm2-135m-instruct
+DEMO_MODELS := whisper-base qwen2.5-coder-0.5b-instruct llast-mini
 
 .PHONY: setup models test test-fast demo bench model clean
 

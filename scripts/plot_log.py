@@ -1,6 +1,6 @@
 """Plot a training log (log.jsonl written by `llast train`) to a PNG: the learning curves.
 
-    python scripts/plot_log.py runs/demo/log.jsonl docs/demo/loss.png "title"
+    python scripts/plot_log.py runs/demo/phrasebook/log.jsonl docs/demo/phrasebook_loss.png "title"
 
 Left: training loss and dev loss; right (when the log has them): dev BLEU per target language. The x axis
 is training samples seen (`samples_seen`, logged by llast train; older logs without it: optimizer steps).
