@@ -29,4 +29,10 @@ echo "[setup] installing pinned Python dependencies (constraints.txt)"
 .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import llast, torch, transformers, peft" || { echo "[setup] install failed" >&2; exit 1; }
+# Optional: llama.cpp for --dtype gguf (built from source here; without it llast runs the LLM in PyTorch).
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  echo "[setup] building llama-cpp-python (--dtype gguf; a few minutes, once)"
+  .venv/bin/python -m pip install -q -c constraints.txt "llama-cpp-python==0.3.36" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import llama_cpp" 2>/dev/null || echo "[setup] llama-cpp-python could not be built: --dtype gguf is unavailable (llast runs the LLM in PyTorch)" >&2
+fi
 echo "[setup] done"
