@@ -83,14 +83,8 @@ def test_llast_mini_in_llama_cpp_hears_and_translates_as_pytorch_does(tmp_path):
     """llast-mini with --dtype gguf (the Q4_K_M GGUF its LLM was converted from, run by llama.cpp, with its
     L-LoRA and text adapter as GGUF LoRA) against --dtype float32 (the same weights dequantized, PyTorch),
     greedy, two passes: the same keyword heard, English out, mostly the same words."""
-    from llast.synth import _clip_job, _render
-
-    heard = {"Ich habe heute keine Zeit.": "zeit", "Das Wetter ist heute sehr schön.": "wetter"}
-    paths = []
-    for i, text in enumerate(heard):
-        job = _clip_job(f"t{i}.wav", text, "de", tmp_path / f"t{i}.wav", seed=123, noise=0.0, split="test")
-        _render(job)
-        paths.append(str(job["path"]))
+    heard = tiny.HEARD_DE
+    paths = tiny.german_test_clips(tmp_path)
 
     def run(dtype: str, *task: str) -> list[str]:
         r = subprocess.run([sys.executable, "-m", "llast.cli", "translate", "--model", "llast-mini", "--src", "de",

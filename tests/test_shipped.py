@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -86,14 +85,8 @@ def test_llast_mini_hears_and_translates_through_the_cli(tmp_path):
     split (docs/lab/quality.md, session 26)."""
     import soundfile as sf
 
-    from llast.synth import _clip_job, _render
-
-    heard = {"Ich habe heute keine Zeit.": "zeit", "Das Wetter ist heute sehr schön.": "wetter"}
-    paths = []
-    for i, text in enumerate(heard):
-        job = _clip_job(f"t{i}.wav", text, "de", tmp_path / f"t{i}.wav", seed=123, noise=0.0, split="test")
-        _render(job)
-        paths.append(str(job["path"]))
+    heard = tiny.HEARD_DE
+    paths = tiny.german_test_clips(tmp_path)
     assert sf.info(paths[0]).samplerate == 16000
 
     def run(*task: str) -> list[str]:

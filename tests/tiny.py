@@ -188,3 +188,19 @@ def lora_checkpoint(tiny_dirs: dict, path: Path, num_beams: int = 2, max_new_tok
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return save_checkpoint(model, cfg, path)
+
+
+# Two German sentences outside llast-mini's training, and a word of each that its first pass hears.
+HEARD_DE = {"Ich habe heute keine Zeit.": "zeit", "Das Wetter ist heute sehr schön.": "wetter"}
+
+
+def german_test_clips(folder: Path) -> list[str]:
+    """HEARD_DE's sentences spoken by an espeak-ng test voice (llast.synth, seed 123, no noise): WAV paths."""
+    from llast.synth import _clip_job, _render
+
+    paths = []
+    for i, text in enumerate(HEARD_DE):
+        job = _clip_job(f"t{i}.wav", text, "de", folder / f"t{i}.wav", seed=123, noise=0.0, split="test")
+        _render(job)
+        paths.append(str(job["path"]))
+    return paths
