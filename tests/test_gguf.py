@@ -82,43 +82,80 @@ except ImportError:
 def test_llast_mini_in_llama_cpp_hears_and_translates_as_pytorch_does(tmp_path):
     """llast-mini with --dtype gguf (the Q4_K_M GGUF its LLM was converted from, run by llama.cpp, with its
     L-LoRA and text adapter as GGUF LoRA) against --dtype float32 (the same weights dequantized, PyTorch),
-    greedy, two passes: the same keyword heard, English out, mostly the same words."""
+    two passes, greedy and with beam 4 (llast.beam's search over llama.cpp sequences): the same keyword
+    heard, English out."""
     heard = tiny.HEARD_DE
     paths = tiny.german_test_clips(tmp_path)
 
-    def run(dtype: str, *task: str) -> list[str]:
+    def run(dtype: str, beams: int, *task: str) -> list[str]:
         r = subprocess.run([sys.executable, "-m", "llast.cli", "translate", "--model", "llast-mini", "--src", "de",
-                            "--num-beams", "1", "--dtype", dtype, *task, *paths], capture_output=True, text=True,
-                           timeout=600)
+                            "--num-beams", str(beams), "--dtype", dtype, *task, *paths], capture_output=True,
+                           text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
         return [line.split("\t", 1)[1].strip() for line in r.stdout.splitlines() if "\t" in line]
 
-    heard_gguf, heard_fp32 = run("gguf", "--task", "transcribe"), run("float32", "--task", "transcribe")
-    assert len(heard_gguf) == 2
-    for word, g, f in zip(heard.values(), heard_gguf, heard_fp32):
-        assert (word in g.lower()) == (word in f.lower()), (heard_gguf, heard_fp32)
-    said = run("gguf", "--tgt", "en")
+    for beams in (1, 4):
+        heard_gguf, heard_fp32 = run("gguf", beams, "--task", "transcribe"), run("float32", beams, "--task", "transcribe")
+        assert len(heard_gguf) == 2
+        for word, g, f in zip(heard.values(), heard_gguf, heard_fp32):
+            assert (word in g.lower()) == (word in f.lower()), (beams, heard_gguf, heard_fp32)
+    said = run("gguf", 4, "--tgt", "en")
     assert all(said) and not any(w in t.lower().split() for t in said for w in ("ich", "heute", "das", "ist")), said
-    r = subprocess.run([sys.executable, "-m", "llast.cli", "translate", "--model", "llast-mini", "--src", "de",
-                        "--num-beams", "4", "--dtype", "gguf", paths[0]], capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "--num-beams 4: --dtype gguf decodes greedily" in r.stderr, r.stderr[-500:]
-    assert "Traceback" not in r.stderr
 
 
-def test_auto_dtype_picks_gguf_only_where_it_runs_greedy_on_a_cpu_without_amx(tiny_dirs, monkeypatch):
-    """--dtype auto: gguf on a CPU without AMX-BF16 for greedy decoding when llama.cpp can run the LLM;
-    beam search, AMX or an LLM llama.cpp cannot run here keep PyTorch's choice ("auto")."""
+class _FakeMemory:
+    """llama.cpp's sequence calls on a dict (sequence id -> its positions' contents), for _Seqs."""
+
+    def __init__(self, seqs: dict[int, list[str]]):
+        self.seqs = seqs
+
+    def llama_get_memory(self, ctx):
+        return "mem"
+
+    def llama_memory_seq_cp(self, mem, src, dst, p0, p1):
+        assert dst not in self.seqs, f"sequence {dst} overwritten"
+        self.seqs[dst] = list(self.seqs[src])
+
+    def llama_memory_seq_rm(self, mem, seq, p0, p1):
+        del self.seqs[seq]
+
+
+@pytest.mark.parametrize("rows", [[0, 0, 0, 0, 1, 1, 1, 1], [1, 1, 0, 3, 3, 3, 2, 0], [2, 2, 2, 2], [3, 2, 1, 0]])
+def test_beam_reordering_gives_each_row_its_parents_sequence(rows):
+    """_Seqs.reorder_cache (llast.beam's cache reordering over llama.cpp sequences): new row i holds what old
+    row rows[i] held, no sequence is overwritten, sequences no row continues are removed, and at most two
+    ids per row are ever in use (the context's sequence ids are bounded), one copy per row beyond the first
+    that continues a parent."""
+    from llast import llamacpp
+
+    old = [7, 3, 0, 5]
+    mem = _FakeMemory({s: [f"row{r}"] for r, s in enumerate(old)})
+    llm = type("LLM", (), {"lib": mem, "ctx": None})()
+    cache = llamacpp._Seqs(llm, list(old))
+    cache.reorder_cache(torch.tensor(rows))
+    assert [mem.seqs[s] for s in cache.seqs] == [[f"row{r}"] for r in rows]
+    assert sorted(mem.seqs) == sorted(set(cache.seqs)) and len(set(cache.seqs)) == len(rows)
+    assert max(cache.seqs) < llamacpp._MAX_SEQ and set(old) & set(cache.seqs) == {old[r] for r in set(rows)}
+    assert len(set(cache.seqs) - set(old)) == len(rows) - len(set(rows))
+
+
+def test_auto_dtype_picks_gguf_where_it_runs_on_a_cpu_without_amx(tiny_dirs, monkeypatch):
+    """--dtype auto: gguf on a CPU without AMX-BF16 when llama.cpp can run the LLM, for any beam count; AMX,
+    a repetition penalty (llama.cpp's decoding here has none), a GPU or an LLM llama.cpp cannot run here keep
+    PyTorch's choice ("auto")."""
     import dataclasses
 
     from llast import decode, llamacpp
 
     cfg = tiny.tiny_config(tiny_dirs["whisper"], tiny_dirs["llama"])
-    cfg.decode = dataclasses.replace(cfg.decode, num_beams=1)
     assert decode.auto_dtype(cfg, device="cpu") == "auto"  # the tiny LLM is no bundled GGUF
     monkeypatch.setattr(llamacpp, "runs", lambda name: True)
     monkeypatch.setattr(decode, "_cpu_has_amx_bf16", lambda: False)
-    assert decode.auto_dtype(cfg, device="cpu") == "gguf"
-    assert decode.auto_dtype(cfg, num_beams=4, device="cpu") == "auto"
-    assert decode.auto_dtype(dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, num_beams=5))) == "auto"
+    for beams in (1, 4):
+        assert decode.auto_dtype(dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, num_beams=beams)),
+                                 device="cpu") == "gguf"
+    assert decode.auto_dtype(cfg, device="cuda") == "auto"
+    penalised = dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, repetition_penalty=1.2))
+    assert decode.auto_dtype(penalised, device="cpu") == "auto"
     monkeypatch.setattr(decode, "_cpu_has_amx_bf16", lambda: True)
     assert decode.auto_dtype(cfg, device="cpu") == "auto"

@@ -205,10 +205,10 @@ def _add_decode_options(p) -> None:
                         "checkpoint's text adapter, else without L-LoRA; default: the checkpoint's decode.two_pass; "
                         "llast-mini: on)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8", "gguf"], default="auto",
-                   help="weights dtype; gguf = the LLM in llama.cpp from its bundled GGUF (CPU, greedy; llast models whose "
+                   help="weights dtype; gguf = the LLM in llama.cpp from its bundled GGUF (CPU; llast models whose "
                         "LLM is bundled); int8 = dynamic int8 Linear weights on CPU (llast models only); auto = gguf "
-                        "where it runs on a CPU without AMX-BF16 and decoding is greedy, else bf16 on CUDA and on "
-                        "CPUs with AMX-BF16, else float32")
+                        "where it runs on a CPU without AMX-BF16, else bf16 on CUDA and on CPUs with AMX-BF16, else "
+                        "float32")
 
 
 def _decode_options(args) -> dict:
@@ -265,8 +265,7 @@ def _run_translate(args) -> int:
     out_dir = outdir.check(args.out_dir, "translate", "--out-dir") if args.out_dir else None
     names = outdir.unique_names(args.files, "." + ("txt" if fmt == "text" else fmt))
     started = time.perf_counter()
-    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"),
-                                            num_beams=options.get("num_beams"))
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     loaded = time.perf_counter()
     decoding = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
@@ -311,8 +310,7 @@ def _run_live(args) -> int:
     processor.language_name(args.src), processor.language_name(args.tgt)
     if not args.files:
         live.check_microphone()  # no device: the error comes before the model loads
-    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"),
-                                            num_beams=options.get("num_beams"))
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     decoding = dataclasses.replace(translator.cfg.decode, **options)
     opts = translator.segment_options(args.chunk_seconds, min_silence=args.min_silence, pad=args.pad)
     blocks = live.prefetched(live.pcm_blocks(sys.stdin.buffer)) if args.files else live.microphone_blocks()
@@ -396,8 +394,7 @@ def _run_evaluate(args) -> int:
         generate, meta, max_seconds = evaluate.whisper_baseline(args.model, dataclasses.replace(DecodeConfig(), **options),
                                                                 args.dtype)
     else:
-        translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"),
-                                            num_beams=options.get("num_beams"))
+        translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
         decoding = dataclasses.replace(translator.cfg.decode, **options)
 
         def generate(examples, on_batch=None, heard=None):
@@ -526,8 +523,7 @@ def _run_serve(args) -> int:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout, max_streams=args.max_streams,
     )
-    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"),
-                                            num_beams=options.get("num_beams"))
+    translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = serve.Server(translator, args.host, args.port, opts, max_connections=args.max_connections)

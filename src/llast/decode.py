@@ -240,7 +240,7 @@ def _text_pass_adapter(llm):
 
 
 def load_model(path: str | Path, dtype: str = "auto", device: str | None = None, merge_lora: bool = True,
-               two_pass: bool | None = None, num_beams: int | None = None) -> Translator:
+               two_pass: bool | None = None) -> Translator:
     """A ready-to-use Translator for checkpoint `path`.
 
     With `merge_lora` (default) the LoRA weights are folded into the base weights after the strict
@@ -251,14 +251,12 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
                None: as the checkpoint's decode.two_pass says.
     dtype : "auto" (`auto_dtype`: gguf where it runs, else bf16 on CUDA and on CPUs with AMX-BF16, else fp32),
             "float32", "bfloat16", "float16", "int8" (dynamic int8 Linear weights on CPU, llast.quantize) or
-            "gguf" (the LLM run by llama.cpp from its bundled GGUF, greedy, on CPU; llast.llamacpp).
+            "gguf" (the LLM run by llama.cpp from its bundled GGUF, on CPU; llast.llamacpp).
             The model is loaded and merged in its training dtype, then cast.
-    num_beams : the beams it will decode with (None: the checkpoint's decode.num_beams); "auto" picks gguf
-            only for greedy decoding.
     """
     _check_dtype(dtype, device)  # an unknown dtype fails before the model is loaded
     if dtype == "auto":
-        dtype = auto_dtype(read_checkpoint_config(resolve_checkpoint(path)), num_beams, device)
+        dtype = auto_dtype(read_checkpoint_config(resolve_checkpoint(path)), device)
     if dtype == GGUF:  # the LLM is never loaded in PyTorch; llama.cpp takes its LoRA adapters unmerged
         model, cfg = llamacpp.load_checkpoint(path)
         _set_two_pass(cfg, two_pass)
@@ -270,14 +268,15 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None,
     return _translator(model, cfg, dtype, device)
 
 
-def auto_dtype(cfg: Config, num_beams: int | None = None, device: str | None = None) -> str:
+def auto_dtype(cfg: Config, device: str | None = None) -> str:
     """What --dtype auto loads `cfg`'s model as: "gguf" (llama.cpp) on a CPU without AMX-BF16 when
-    llama-cpp-python is installed, the LLM is a bundled GGUF and decoding is greedy (`num_beams`, else the
-    config's): there it decodes llast-mini at half the fp32 time at the same BLEU (bench/README.md, issue #29);
-    else "auto" as llast.model.inference_dtype reads it (bf16 on CUDA and with AMX-BF16, else fp32)."""
+    llama-cpp-python is installed, the LLM is a bundled GGUF and the config asks no repetition penalty
+    (llama.cpp's decoding here has none): there it decodes llast-mini faster than fp32 at the same BLEU
+    (bench/README.md, issue #29); else "auto" as llast.model.inference_dtype reads it (bf16 on CUDA and with
+    AMX-BF16, else fp32)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    greedy = (num_beams or cfg.decode.num_beams) == 1
-    if dev.type == "cpu" and greedy and not _cpu_has_amx_bf16() and llamacpp.runs(cfg.model.llm.name):
+    plain = cfg.decode.repetition_penalty == 1.0
+    if dev.type == "cpu" and plain and not _cpu_has_amx_bf16() and llamacpp.runs(cfg.model.llm.name):
         return GGUF
     return "auto"
 
@@ -311,18 +310,17 @@ def _translator(model, cfg: Config, dtype: str, device: str | None = None) -> Tr
     return translator
 
 
-def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None,
-                    num_beams: int | None = None) -> Translator:
+def load_translator(spec: str, dtype: str = "auto", two_pass: bool | None = None) -> Translator:
     """A checkpoint directory, or a YAML config: the UNTRAINED model it describes (a baseline).
-    `two_pass`, `num_beams`: as `load_model`'s (None keeps the checkpoint's or config's)."""
+    `two_pass`: as `load_model`'s (None keeps the checkpoint's or config's)."""
     if spec.endswith((".yaml", ".yml")):
         cfg = load_config(spec)
         _set_two_pass(cfg, two_pass)
         torch.manual_seed(cfg.train.seed)  # the untrained adaptor's initialisation
         if dtype == "auto":
-            dtype = auto_dtype(cfg, num_beams)
+            dtype = auto_dtype(cfg)
         return _translator(build_lora_model(cfg.model), cfg, dtype)
-    return load_model(spec, dtype=dtype, two_pass=two_pass, num_beams=num_beams)
+    return load_model(spec, dtype=dtype, two_pass=two_pass)
 
 
 def _set_two_pass(cfg: Config, two_pass: bool | None) -> None:

@@ -5,7 +5,7 @@ prompts (two-pass decoding's text pass and the text baselines, llast.llm_text) a
                                                        \\-> transformers' beam search (decode.beam_search
                                                            "transformers", or settings llast.beam lacks)
                  \\-> transformers' generate alone         (decode.share_prefill off)
-                 \\-> llama.cpp, greedy                    (--dtype gguf: llast.llamacpp runs the LLM)
+                 \\-> llama.cpp + llast.beam.beam_search  (--dtype gguf: llast.llamacpp runs the LLM)
 
 The DecodeConfig arrives checked (llast.config.check_decode) and is read as it is; transformers' generate
 kwargs are made from it in one place (`_generate_kwargs`), only where transformers' generate runs.
@@ -44,11 +44,8 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
     input_ids, attention_mask : (B, L) left-padded prompt
     """
     if isinstance(llm, LlamaCppLLM):
-        llm.check(decode)
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
-        out = llm.generate([(row, None, []) for row in rows], decode.max_new_tokens, {tokenizer.eos_token_id},
-                           decode.min_new_tokens)
-        return _padded(out, tokenizer)
+        return llm.generate([(row, None, []) for row in rows], decode, *_eos_pad(tokenizer))
     search = _search(llm, decode, tokenizer)
     if search is None or input_ids.shape[1] < 2:
         out = llm.generate(input_ids=input_ids, attention_mask=attention_mask, **_generate_kwargs(decode, tokenizer))
@@ -59,8 +56,7 @@ def generate_text_ids(llm, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 def _llama_cpp_ids(model, batch: dict, decode: DecodeConfig, tokenizer) -> torch.Tensor:
     """generate_ids when llama.cpp runs the LLM: the adaptor's outputs (PyTorch) go to llama.cpp as
-    embeddings between each prompt's tokens before and after its audio slot; greedy. (B, new_tokens)"""
-    model.llm.check(decode)
+    embeddings between each prompt's tokens before and after its audio slot; llast.beam's search. (B, new_tokens)"""
     embeds, mask = model.embed_audio(batch.get("input_features"), batch["audio_lengths"], batch.get("encoder_states"))
     prompts = []
     for ids, keep, audio, real in zip(batch["input_ids"], batch["attention_mask"], embeds, mask):
@@ -68,17 +64,13 @@ def _llama_cpp_ids(model, batch: dict, decode: DecodeConfig, tokenizer) -> torch
         first = row.index(AUDIO_TOKEN_ID)
         end = first + int(real.sum())
         prompts.append((row[:first], audio[real].float().cpu().numpy(), row[end:]))
-    out = model.llm.generate(prompts, decode.max_new_tokens, {tokenizer.eos_token_id}, decode.min_new_tokens)
-    return _padded(out, tokenizer)
+    return model.llm.generate(prompts, decode, *_eos_pad(tokenizer))
 
 
-def _padded(rows: list[list[int]], tokenizer) -> torch.Tensor:
-    """(B, longest) token ids, shorter rows padded with the pad (else end) token."""
-    pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-    out = torch.full((len(rows), max([len(r) for r in rows] + [1])), pad, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+def _eos_pad(tokenizer) -> tuple[int, int]:
+    """The end token and the padding token (the end token where the tokenizer has none)."""
+    eos = tokenizer.eos_token_id
+    return eos, eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
 
 def _search(llm, decode: DecodeConfig, tokenizer) -> str | None:
@@ -102,8 +94,7 @@ def _continue(llm, embeds: torch.Tensor, attention_mask: torch.Tensor, cache, de
     """The search `search` continuing a shared prefill (`cache`: each prompt but its last position, B rows).
     embeds : (B, L, H) the whole prompts. (B, new_tokens)"""
     if search == "llast":
-        eos = tokenizer.eos_token_id
-        pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        eos, pad = _eos_pad(tokenizer)
         return beam.beam_search(llm, embeds[:, -1:], attention_mask, cache, decode, [eos], pad)
     cache.batch_repeat_interleave(decode.num_beams)  # (B, ...) -> (B * num_beams, ...), beams of a clip adjacent
     return llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, past_key_values=cache,

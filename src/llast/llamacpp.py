@@ -7,12 +7,14 @@ adaptor (llast.model.LLaST.embed_audio, PyTorch) are fed as embeddings between t
 LoRA adapters (L-LoRA, the text adapter) are converted to GGUF LoRA adapters (`lora_to_gguf`) and switched
 per pass; llama.cpp applies them at run time, unmerged, at their trained scale.
 
-Decoding is greedy (llama.cpp has no beam search): several prompts at once, one sequence each in one
-KV cache, one token per sequence per step.
+Decoding is llast.beam's beam search (greedy at one beam), the same search as on PyTorch: several prompts
+at once in one KV cache, each beam a llama.cpp sequence; reordering beams copies sequences (in a unified
+cache the copy shares the prefix's cells).
 
     prompt (B rows): [token ids before the audio] [audio embeddings (N_i, H)] [token ids after]
-      -> prefill: each row's three parts into its own sequence (seq_id = row)
-      -> greedy steps: the rows still running, one token each, in one batch
+      -> prefill: each row's three parts but the last token into its own sequence (seq_id = row)
+      -> llast.beam.beam_search: each step, every live beam's newest token in one batch (LlamaCppLLM.forward),
+         then the beams reordered (_Seqs.reorder_cache: llama_memory_seq_cp / seq_rm)
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ import tempfile
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from llast import beam
 from llast.assets import gguf_file, resolve_checkpoint
 from llast.checkpoint import TEXT_ADAPTER, load_weights, merge_lora_weights, read_checkpoint_config, read_tensors
+from llast.config import DecodeConfig
 from llast.errors import AssetError, ConfigError
 from llast.lora import apply_lora
 from llast.model import build_model, load_encoder, resolve_name
 
 GGUF = "gguf"  # the --dtype that runs the LLM here
 BASE = "base"  # the adapter name of the LLM without a LoRA (llast.quantize's, as two-pass decoding asks for it)
+_MAX_SEQ = 256  # sequence ids of one llama.cpp context (its LLAMA_MAX_SEQ)
 
 
 def runs(llm_name: str) -> bool:
@@ -88,7 +94,7 @@ def lora_to_gguf(state: dict[str, torch.Tensor], alpha: float, out: str | Path, 
 
 
 class LlamaCppLLM(torch.nn.Module):
-    """A GGUF model in a llama.cpp context with its LoRA adapters, for greedy decoding of embedding prompts.
+    """A GGUF model in a llama.cpp context with its LoRA adapters, for beam search over embedding prompts.
     A torch Module without parameters, so that it takes the HF LLM's place in llast.model.LLaST.
 
     gguf_path : the base model's GGUF
@@ -113,8 +119,8 @@ class LlamaCppLLM(torch.nn.Module):
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = max_rows
-        cparams.kv_unified = True  # the rows share the n_ctx cells
+        cparams.n_seq_max = _MAX_SEQ
+        cparams.kv_unified = True  # the beams share the n_ctx cells, and a copied sequence its prefix's
         cparams.n_threads = cparams.n_threads_batch = threads or torch.get_num_threads()
         self.ctx = lib.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -138,10 +144,7 @@ class LlamaCppLLM(torch.nn.Module):
         return self
 
     def check(self, decode) -> None:
-        """ConfigError for what llama.cpp's decoding here cannot do: it is greedy, without penalties."""
-        if decode.num_beams != 1:
-            raise ConfigError(f"--num-beams {decode.num_beams}: --dtype gguf decodes greedily (llama.cpp has no beam "
-                              "search); use --num-beams 1, or another --dtype")
+        """ConfigError for what llama.cpp's decoding here cannot do: a repetition penalty."""
         if decode.repetition_penalty != 1.0:
             raise ConfigError("--dtype gguf decodes without a repetition penalty; leave decode.repetition_penalty at 1.0")
 
@@ -154,29 +157,36 @@ class LlamaCppLLM(torch.nn.Module):
         finally:
             self.active = before
 
-    def generate(self, prompts: list[tuple[list[int], np.ndarray | None, list[int]]], max_new_tokens: int,
-                 eos: set[int], min_new_tokens: int = 0) -> list[list[int]]:
-        """Greedy continuations (token ids, the end token left out) of `prompts`, each (ids before,
-        embeddings (N, H) float32 or None, ids after), with the active adapter; as many at once as the
-        context holds."""
-        out: list[list[int]] = []
+    def generate(self, prompts: list[tuple[list[int], np.ndarray | None, list[int]]], decode: DecodeConfig,
+                 eos: int, pad: int) -> torch.Tensor:
+        """The best continuation of each of `prompts` by llast.beam.beam_search as `decode` asks (greedy at one
+        beam), with the active adapter: (B, new_tokens) token ids, EOS included, then `pad`. A prompt is (ids
+        before, embeddings (N, H) float32 or None, ids after) and ends in a token. As many prompts at once as
+        the context holds, each beam a sequence of one KV cache."""
+        self.check(decode)
+        k = decode.num_beams
+        rows = max(1, min(self.max_rows, self.n_batch // k, _MAX_SEQ // (2 * k)))  # 2 ids a beam: see _Seqs
+        out: list[torch.Tensor] = []
         group: list = []
         cells = 0
         for p in prompts:
-            need = len(p[0]) + (0 if p[1] is None else len(p[1])) + len(p[2]) + max_new_tokens
+            need = len(p[0]) + (0 if p[1] is None else len(p[1])) + len(p[2]) + k * decode.max_new_tokens
             if need > self.n_ctx:
-                raise ValueError(f"a prompt of {need - max_new_tokens} positions + {max_new_tokens} new tokens "
-                                 f"exceeds llama.cpp's context of {self.n_ctx}")
-            if group and (len(group) == self.max_rows or cells + need > self.n_ctx):
-                out += self._generate(group, max_new_tokens, eos, min_new_tokens)
+                raise ValueError(f"a prompt of {need - k * decode.max_new_tokens} positions + {k} beams of "
+                                 f"{decode.max_new_tokens} new tokens exceeds llama.cpp's context of {self.n_ctx}")
+            if group and (len(group) == rows or cells + need > self.n_ctx):
+                out.append(self._search(group, decode, eos, pad))
                 group, cells = [], 0
             group.append(p)
             cells += need
         if group:
-            out += self._generate(group, max_new_tokens, eos, min_new_tokens)
-        return out
+            out.append(self._search(group, decode, eos, pad))
+        width = max(o.shape[1] for o in out)
+        return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=pad) for o in out])
 
-    def _generate(self, prompts, max_new_tokens: int, eos: set[int], min_new_tokens: int) -> list[list[int]]:
+    def _search(self, prompts, decode: DecodeConfig, eos: int, pad: int) -> torch.Tensor:
+        """`generate` for prompts that fit the context at once: each prompt but its last token prefilled into
+        sequence `row`, then llast.beam.beam_search with this module as its LLM and a `_Seqs` as its cache."""
         lib = self.lib
         if self.active == BASE:
             lib.llama_set_adapters_lora(self.ctx, None, 0, None)
@@ -184,37 +194,45 @@ class LlamaCppLLM(torch.nn.Module):
             handles = (lib.llama_adapter_lora_p_ctypes * 1)(self.adapters[self.active])
             lib.llama_set_adapters_lora(self.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
         lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
-        pos, nxt = [], []
+        lengths, last = [], []
         for row, (before, embeds, after) in enumerate(prompts):
-            p = self._prefill(row, 0, tokens=before, last=embeds is None and not after)
+            if not after and (embeds is not None or not before):
+                raise ValueError("llama.cpp decoding: a prompt must end in a token")
+            if not after:
+                before, after = before[:-1], before[-1:]
+            p = self._prefill(row, 0, tokens=before)
             if embeds is not None:
-                p = self._prefill(row, p, embeds=embeds, last=not after)
-            if after:
-                p = self._prefill(row, p, tokens=after, last=True)
-            pos.append(p)
-            nxt.append(self._argmax(-1, 0, min_new_tokens, eos))
-        out: list[list[int]] = [[] for _ in prompts]
-        running = list(range(len(prompts)))
-        for step in range(max_new_tokens):
-            running = [r for r in running if nxt[r] not in eos]
-            for r in running:
-                out[r].append(nxt[r])
-            if not running or step == max_new_tokens - 1:
-                break
-            b = self._tokens
-            for k, r in enumerate(running):
-                b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = nxt[r], pos[r], 1, True
-                b.seq_id[k][0] = r
-                pos[r] += 1
-            self._decode(b, len(running))
-            for k, r in enumerate(running):
-                nxt[r] = self._argmax(k, step + 1, min_new_tokens, eos)
-        return out
+                p = self._prefill(row, p, embeds=embeds)
+            p = self._prefill(row, p, tokens=after[:-1])
+            lengths.append(p + 1)
+            last.append(after[-1])
+        mask = torch.zeros((len(prompts), max(lengths)), dtype=torch.long)  # left-padded, as llast.beam reads it
+        for row, n in enumerate(lengths):
+            mask[row, mask.shape[1] - n:] = 1
+        cache = _Seqs(self, list(range(len(prompts))))
+        return beam.beam_search(self, torch.tensor(last)[:, None], mask, cache, decode, [eos], pad)
 
-    def _prefill(self, row: int, start: int, tokens: list[int] | None = None, embeds: np.ndarray | None = None,
-                 last: bool = False) -> int:
-        """`tokens` (ids) or `embeds` (N, H) into sequence `row` from position `start`, n_batch at a time;
-        logits kept for the last position if `last`. Returns the next position."""
+    def get_input_embeddings(self):
+        """llast.beam embeds each new token before the step that reads it; llama.cpp takes the token id itself."""
+        return torch.nn.Identity()
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                past_key_values: _Seqs, use_cache: bool = True):
+        """One step of llast.beam.beam_search: each row's newest token (inputs_embeds: (rows, 1) ids, the
+        Identity "embedding") at its position (position_ids (rows, 1)) into its sequence (past_key_values.seqs)
+        -> .logits (rows, 1, V), a view of llama.cpp's logits buffer, valid until the next step."""
+        b, seqs = self._tokens, past_key_values.seqs
+        n = len(seqs)
+        for k in range(n):
+            b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = int(inputs_embeds[k, 0]), int(position_ids[k, 0]), 1, True
+            b.seq_id[k][0] = seqs[k]
+        self._decode(b, n)
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits(self.ctx), shape=(n, self.n_vocab))
+        return SimpleNamespace(logits=torch.from_numpy(logits)[:, None])
+
+    def _prefill(self, row: int, start: int, tokens: list[int] | None = None, embeds: np.ndarray | None = None) -> int:
+        """`tokens` (ids) or `embeds` (N, H) into sequence `row` from position `start`, n_batch at a time, no
+        logits kept (the search's first step computes the last position's). Returns the next position."""
         batch = self._tokens if embeds is None else self._embeds
         n = len(tokens) if embeds is None else embeds.shape[0]
         for lo in range(0, n, self.n_batch):
@@ -223,7 +241,7 @@ class LlamaCppLLM(torch.nn.Module):
                 k = j - lo
                 if embeds is None:
                     batch.token[k] = int(tokens[j])
-                batch.pos[k], batch.n_seq_id[k], batch.logits[k] = start + j, 1, last and j == n - 1
+                batch.pos[k], batch.n_seq_id[k], batch.logits[k] = start + j, 1, False
                 batch.seq_id[k][0] = row
             if embeds is not None:
                 chunk = np.ascontiguousarray(embeds[lo:hi], dtype=np.float32)
@@ -236,13 +254,6 @@ class LlamaCppLLM(torch.nn.Module):
         code = self.lib.llama_decode(self.ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama.cpp: decoding a batch of {n} failed (code {code})")
-
-    def _argmax(self, i: int, produced: int, min_new_tokens: int, eos: set[int]) -> int:
-        row = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-        if produced < min_new_tokens:
-            row = row.copy()
-            row[list(eos)] = -np.inf
-        return int(row.argmax())
 
     def close(self) -> None:
         """Free the context and the model (also done when the object is collected)."""
@@ -265,6 +276,33 @@ class LlamaCppLLM(torch.nn.Module):
     def __del__(self):
         with contextlib.suppress(Exception):
             self.close()
+
+
+class _Seqs:
+    """The "cache" llast.beam.beam_search reorders, for a llama.cpp context: the sequence id of each row.
+    Reordering (row i continues old row rows[i]) keeps a sequence for the first row that continues it and
+    copies it (llama_memory_seq_cp: in a unified KV cache its cells are shared, not copied) for the others;
+    sequences no row continues are removed, their cells freed. At most 2 ids per row are in use at once."""
+
+    def __init__(self, llm: LlamaCppLLM, seqs: list[int]):
+        self.llm, self.seqs = llm, seqs
+
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        lib, mem = self.llm.lib, self.llm.lib.llama_get_memory(self.llm.ctx)
+        old, kept, new = self.seqs, set(), []
+        free = iter(sorted(set(range(_MAX_SEQ)) - set(old)))
+        for r in rows.tolist():
+            seq = old[r]
+            if seq in kept:
+                copy = next(free)
+                lib.llama_memory_seq_cp(mem, seq, copy, -1, -1)
+                new.append(copy)
+            else:
+                kept.add(seq)
+                new.append(seq)
+        for seq in set(old) - kept:
+            lib.llama_memory_seq_rm(mem, seq, -1, -1)
+        self.seqs = new
 
 
 _QUIET = []  # llama.cpp's log callback, kept alive here: llama.cpp is silent (its errors come back as codes)
