@@ -96,6 +96,58 @@ def test_a_speaker_who_never_pauses_gets_segments_before_the_stream_ends():
     assert [s for s, _ in before_end + rest] == segment(wav, opts)
 
 
+def _with_guesses(segmenter, wav, seconds):
+    """Stream `wav`; every segment handed out, and the stream time (s) and guesses of each tentative() call."""
+    got, guesses = [], []
+    for block in blocks_of(wav, seconds):
+        ready = segmenter.push(block)
+        got += [(seg, audio, segmenter.seconds) for seg, audio in ready]
+        if not ready:
+            guesses.append((segmenter.seconds, segmenter.tentative()))
+    return got + [(seg, audio, segmenter.seconds) for seg, audio in segmenter.flush()], guesses
+
+
+@pytest.mark.parametrize("opts", OPTS)
+def test_tentative_segments_are_the_ones_a_pause_closes(opts):
+    """What tentative() guesses is either dropped or later handed out with exactly the same samples."""
+    rng = np.random.default_rng(1)
+    hits = 0
+    for trial in range(6):
+        probs = _probs(rng, int(rng.integers(200, 3000)))
+        n = len(probs) * WINDOW
+        wav = rng.standard_normal(n).astype(np.float32) * 0.1
+        got, guesses = _with_guesses(LiveSegmenter(opts, ScriptedVad(probs)), wav, [0.05, 0.7][trial % 2])
+        assert [s for s, _, _ in got] == segments_from_probs(probs, n, opts)  # guessing changes nothing
+        final = {(s.start, s.end): a for s, a, _ in got}
+        for _, guess in guesses:
+            for seg, audio in guess:
+                if (seg.start, seg.end) in final:
+                    hits += 1
+                    assert np.array_equal(audio, final[(seg.start, seg.end)])
+    assert hits > 0 or opts.min_silence <= opts.pad  # a pause shorter than the padding closes before a guess
+
+
+def test_tentative_guesses_each_pause_before_it_closes():
+    """Read speech with pauses: every segment that a pause ends is guessed, with its samples, about
+    min_silence - pad before push() hands it out."""
+    wav, _ = concatenated()
+    opts = SegmentOptions(max_seconds=30)
+    got, guesses = _with_guesses(LiveSegmenter(opts), wav, 0.1)
+    assert len(got) >= 5
+    for seg, audio, handed_at in got[:-1]:  # the last one is closed by the end of the stream
+        first = next(t for t, guess in guesses if any(s == seg for s, _ in guess))
+        guessed = next(a for t, guess in guesses for s, a in guess if s == seg)
+        assert np.array_equal(guessed, audio)
+        assert handed_at - first >= opts.min_silence - opts.pad - 0.15
+
+
+def test_speculation_gives_the_same_texts(translator, talk, monkeypatch):
+    opts = SegmentOptions(max_seconds=10)
+    plain = list(translator.translate_stream(blocks_of(talk, 0.1), src="fr", segment_options=opts, speculate=False))
+    ahead = list(translator.translate_stream(blocks_of(talk, 0.1), src="fr", segment_options=opts))
+    assert ahead == plain and len(plain) >= 5
+
+
 def test_flush_and_clear_keep_one_timeline():
     wav, truth = concatenated()
     opts = SegmentOptions(max_seconds=30)
@@ -221,7 +273,13 @@ def _finish(ws):
     return [results[c["item_id"]] for c in committed], committed, other
 
 
+def _ahead(server):
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as r:
+        return json.loads(r.read())["live_segments_decoded_ahead"]
+
+
 def test_websocket_stream_gives_the_segments_and_texts_of_translate(server, translator, talk):
+    before = _ahead(server)
     with _connect(server) as ws:
         created = _recv(ws)
         assert created["type"] == "transcription_session.created"
@@ -237,6 +295,9 @@ def test_websocket_stream_gives_the_segments_and_texts_of_translate(server, tran
     assert [(r["start"], r["end"], r["transcript"]) for r in results] == [(s.start, s.end, s.text) for s in expected]
     assert [c["previous_item_id"] for c in committed[1:]] == [c["item_id"] for c in committed[:-1]]
     assert all(r["type"].endswith(".completed") for r in results)
+    after = _ahead(server)  # the segments that pauses closed were decoded ahead, and their texts are the same
+    assert after["used"] - before["used"] >= len(results) - 1 >= 4
+    assert after["started"] - before["started"] >= after["used"] - before["used"]
 
 
 def test_websocket_resamples_24k_and_takes_the_key_as_a_subprotocol(server, talk):

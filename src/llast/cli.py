@@ -61,6 +61,9 @@ def _add_data(sub) -> None:
     s.add_argument("--people", type=float, default=0.0,
                    help="fraction of clips made to sound like recordings of people: speed perturbation, spectral "
                         "tilt, a telephone band or a lossy codec (default 0)")
+    s.add_argument("--pico", type=float, default=0.0,
+                   help="fraction of clips spoken by SVOX Pico (pico2wave, Debian non-free libttspico-utils) instead "
+                        "of espeak-ng: a voice Whisper hears much better (default 0)")
     s.add_argument("--phrasebook", action="store_true",
                    help="dev and test say the train split's first sentences again, in voices never heard in training: "
                         "a closed set of phrases (a domain's commands or announcements) that a fine-tune can learn")
@@ -101,6 +104,7 @@ def _run_data(args) -> int:
             workers=args.workers,
             people=args.people,
             phrasebook=args.phrasebook,
+            pico=args.pico,
         )
         return 0
     if args.data_command == "real":
@@ -241,6 +245,9 @@ def _add_translate(sub) -> None:
     p.add_argument("--live", action="store_true",
                    help="translate a live stream, printing each segment as it ends: from the default microphone, "
                         "or raw 16 kHz mono PCM16 on stdin with file '-' (ffmpeg -i URL -f s16le -ac 1 -ar 16000 -)")
+    p.add_argument("--no-speculate", dest="speculate", action="store_false",
+                   help="with --live: decode a segment only once it has closed (min_silence after the speech), not "
+                        "already when the speech pauses (the default: the same text, up to 0.3 s sooner)")
     p.add_argument("--verbose", action="store_true",
                    help="print the run's speed on stderr: load time, decode time, real-time factor, weights, threads")
     _add_decode_options(p)
@@ -317,7 +324,8 @@ def _run_live(args) -> int:
     if fmt == "vtt":
         print("WEBVTT\n", flush=True)
     n = 0
-    for seg in translator.translate_stream(blocks, args.src, args.tgt, task=args.task, segment_options=opts, decode=decoding):
+    for seg in translator.translate_stream(blocks, args.src, args.tgt, task=args.task, segment_options=opts,
+                                           decode=decoding, speculate=args.speculate):
         if fmt == "text":
             out = f"[{vtt_time(seg.start)} --> {vtt_time(seg.end)}] {seg.text}\n"
         elif fmt == "json":
@@ -510,6 +518,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-connections", type=int, default=256, help="open connections and requests; more get 503")
     p.add_argument("--max-streams", type=int, default=16,
                    help="live streams (WebSocket /v1/realtime) at once; more get an error event and are closed")
+    p.add_argument("--no-speculate", dest="speculate", action="store_false",
+                   help="live streams: decode a segment only once it has closed, not already when its speech pauses")
     _add_decode_options(p)
 
 
@@ -522,6 +532,7 @@ def _run_serve(args) -> int:
         model_name=args.model, default_src=args.default_src, tgt=args.tgt, api_key=api_key,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds, read_timeout=args.read_timeout, max_streams=args.max_streams,
+        speculate=args.speculate,
     )
     translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))

@@ -200,21 +200,24 @@ class Translator:
 
     def translate_stream(
         self, blocks, src: str, tgt: str = "en", task: str = "translate", chunk_seconds: float | None = None,
-        segment_options: SegmentOptions | None = None, decode: DecodeConfig | None = None, **decode_overrides,
+        segment_options: SegmentOptions | None = None, decode: DecodeConfig | None = None, speculate: bool = True,
+        **decode_overrides,
     ):
         """Translate a live stream: an iterable of (S,) float32 blocks at 16 kHz, as they come.
 
         Yields llast.segment.Segment(start, end, text) for each speech segment as soon as it ends (Silero
         VAD run incrementally, llast.live), times in seconds from the start of the stream; a segment is
         cut at `chunk_seconds` (default: the model's max) if the speaker does not pause. The segments are
-        those `translate(..., segments=True)` finds in the same audio as a long file.
+        those `translate(..., segments=True)` finds in the same audio as a long file. With `speculate` a
+        segment is decoded as soon as its speech has paused for the padding (0.2 s), not when the pause
+        reaches min_silence (0.5 s): the same text, sooner (llast.live.translate_stream).
         """
         if task not in ("translate", "transcribe"):
             raise ConfigError(f"task: {task!r} is not one of translate, transcribe")
         language_name(src), language_name(tgt)
         decode = self.decode_config(decode, **decode_overrides)
         opts = segment_options or self.segment_options(chunk_seconds)
-        return translate_stream(self, blocks, src, src if task == "transcribe" else tgt, task, opts, decode)
+        return translate_stream(self, blocks, src, src if task == "transcribe" else tgt, task, opts, decode, speculate)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ length of the stream.
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import sys
@@ -208,6 +209,29 @@ class LiveSegmenter:
         self._start_recording()
         return out
 
+    def tentative(self, after: float | None = None) -> list[tuple[Segment, np.ndarray]]:
+        """The segments `push` would hand out if the rest of the stream were silence, once the speech has been
+        quiet for `after` seconds (default: the padding, whose audio a segment's end needs); [] otherwise.
+
+        Decoding these ahead of time (speculation) saves most of `min_silence` of latency: when the pause
+        goes on, the segments `push` later hands out are these ones, with the same samples; when the speaker
+        goes on, they are dropped. Nothing of the segmenter changes (a copy of its state plays the silence)."""
+        spans = self.spans
+        if not spans.triggered or not spans.temp_end:
+            return []
+        quiet = WINDOW * spans.frame - spans.temp_end
+        if quiet < (spans.pad if after is None else after * SAMPLE_RATE) or self.n < spans.temp_end + spans.pad:
+            return []
+        twin = copy.copy(self)  # shares the audio (read only here); its own span state and list of closed spans
+        twin.spans, twin.closed = copy.deepcopy(spans), list(self.closed)
+        out = []
+        for _ in range(math.ceil((spans.min_silence + 2 * spans.pad) / WINDOW) + 2):
+            twin.closed.extend(_Span(s, e) for s, e in twin.spans.push(0.0))
+            out.extend(twin._ready(final=False))
+            if not twin.spans.triggered and not twin.closed:
+                break
+        return out
+
     def clear(self) -> None:
         """Drop the audio not yet handed out (a new recording starts here, same time origin)."""
         self.origin += self.n
@@ -288,20 +312,40 @@ def blocks_of(wav: np.ndarray, seconds: float = 0.1) -> Iterator[np.ndarray]:
 
 
 def translate_stream(translator, blocks: Iterable[np.ndarray], src: str, tgt: str, task: str,
-                     opts: SegmentOptions, decode) -> Iterator[Segment]:
-    """Each segment of the stream with its text, as soon as it ends (Translator.translate_stream)."""
+                     opts: SegmentOptions, decode, speculate: bool = True) -> Iterator[Segment]:
+    """Each segment of the stream with its text, as soon as it ends (Translator.translate_stream).
+    `speculate`: decode a segment as soon as its speech has paused for the padding (LiveSegmenter.tentative),
+    and give that text when the segment closes with the same bounds; decoding the same samples gives the
+    same text, so only the latency changes (by up to min_silence - pad), at the cost of a wasted decoding
+    when the speaker goes on after a short pause."""
 
     segmenter = LiveSegmenter(opts)
+    ahead: dict[tuple[float, float], str] = {}  # texts decoded ahead, by (start, end)
+
+    def text(seg, wav):
+        if len(wav) < MIN_SAMPLES:  # too short for the encoder (a last sliver): no text
+            return None
+        return translator.generate([Example(wav, src, tgt, task)], decode)[0]
 
     def decoded(ready):
         for seg, wav in ready:
-            if len(wav) < MIN_SAMPLES:  # too short for the encoder (a last sliver): no text
-                yield seg
-                continue
-            yield Segment(seg.start, seg.end, translator.generate([Example(wav, src, tgt, task)], decode)[0])
+            key = (seg.start, seg.end)
+            said = ahead.pop(key) if key in ahead else text(seg, wav)
+            yield seg if said is None else Segment(seg.start, seg.end, said)
+        if ready:
+            ahead.clear()  # what was decoded ahead of a segment that closed otherwise
 
     for block in blocks:
-        yield from decoded(segmenter.push(block))
+        ready = segmenter.push(block)
+        yield from decoded(ready)
+        if speculate and not ready:
+            guess = segmenter.tentative()
+            keys = {(seg.start, seg.end) for seg, _ in guess}
+            for key in [k for k in ahead if k not in keys]:  # the speaker went on: those segments will not come
+                del ahead[key]
+            for seg, wav in guess:
+                if (seg.start, seg.end) not in ahead:
+                    ahead[(seg.start, seg.end)] = text(seg, wav)
     yield from decoded(segmenter.flush())
 
 

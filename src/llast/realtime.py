@@ -97,6 +97,7 @@ class Stream:
         self.last_item: str | None = None
         self.events = itertools.count(1)
         self.inflight: collections.deque = collections.deque()  # (item_id, Segment, Job | None), in order
+        self.ahead: dict[tuple[float, float], Job] = {}  # segments decoding before they close (speculation)
         self.changed = asyncio.Event()
         self.last_activity = time.monotonic()
         self.send_lock = asyncio.Lock()
@@ -219,10 +220,10 @@ class Stream:
                              "audio_start_ms": round(seg.start * 1000), "audio_end_ms": round(seg.end * 1000)})
             self.last_item = item
             ids.append(item)
-            job = None
-            if len(wav) >= MIN_SAMPLES:  # a sliver shorter than the encoder's minimum: an empty transcript
-                job = Job(self.src, self.tgt if self.task == "translate" else self.src, self.task,
-                          [Segment(0.0, len(wav) / SAMPLE_RATE)], wav=wav, seconds=len(wav) / SAMPLE_RATE)
+            job = self.ahead.pop((seg.start, seg.end), None)  # decoded ahead: the same samples
+            self.ctx["ahead"]["used"] += job is not None
+            if job is None and len(wav) >= MIN_SAMPLES:  # a sliver under the encoder's minimum: an empty transcript
+                job = self._job(wav)
                 while True:
                     try:
                         self.ctx["batcher"].reserve()  # a place in the server's queue, as an upload takes
@@ -232,7 +233,35 @@ class Stream:
                 self.ctx["batcher"].submit(job)
             self.inflight.append((item, seg, job))
             self.changed.set()
+        if ready:
+            self.drop_ahead(set())
         return ids
+
+    def _job(self, wav: np.ndarray) -> Job:
+        return Job(self.src, self.tgt if self.task == "translate" else self.src, self.task,
+                   [Segment(0.0, len(wav) / SAMPLE_RATE)], wav=wav, seconds=len(wav) / SAMPLE_RATE)
+
+    def speculate(self) -> None:
+        """Start decoding the segments a pause of the speech would close (LiveSegmenter.tentative), so that
+        their text is ready sooner when the pause goes on; drop those the speaker went on from. Only when
+        the server's queue has room: speculation never waits."""
+        guess = self.segmenter.tentative()
+        self.drop_ahead({(seg.start, seg.end) for seg, _ in guess})
+        for seg, wav in guess:
+            if (seg.start, seg.end) in self.ahead or len(wav) < MIN_SAMPLES:
+                continue
+            try:
+                self.ctx["batcher"].reserve()
+            except RequestError:
+                return
+            job = self._job(wav)
+            self.ctx["batcher"].submit(job)
+            self.ahead[(seg.start, seg.end)] = job
+            self.ctx["ahead"]["started"] += 1
+
+    def drop_ahead(self, keep: set) -> None:
+        for key in [k for k in self.ahead if k not in keep]:
+            self.ctx["batcher"].cancel(self.ahead.pop(key))
 
     async def results(self) -> None:
         """Send each segment's result as it is decoded, in stream order (a task of its own)."""
@@ -283,7 +312,8 @@ class Stream:
             wav = self.samples(event)
             segmenter = await self.segmenter_()
             await self.room()
-            await self.closed(await run_in_threadpool(segmenter.push, wav))
+            if not await self.closed(await run_in_threadpool(segmenter.push, wav)) and self.ctx["opts"].speculate:
+                self.speculate()
         elif kind == "input_audio_buffer.commit":
             segmenter = await self.segmenter_()
             ids = await self.closed(await run_in_threadpool(segmenter.flush))
@@ -291,6 +321,7 @@ class Stream:
         elif kind == "input_audio_buffer.clear":
             if self.segmenter is not None:
                 self.segmenter.clear()
+            self.drop_ahead(set())
             await self.send({"type": "input_audio_buffer.cleared"})
         else:
             raise EventError("unknown_event", f"type: unknown client event {kind!r} (llast takes "
@@ -301,6 +332,7 @@ class Stream:
             if job is not None:
                 self.ctx["batcher"].cancel(job)
         self.inflight.clear()
+        self.drop_ahead(set())
 
 
 def _authorized(ws: WebSocket, key: str | None) -> bool:

@@ -3,7 +3,8 @@
     POST /v1/audio/translations     multipart: file, model, language, prompt, response_format, temperature
     POST /v1/audio/transcriptions   the same fields; transcribes (target language = source language)
          -> 200 json {"text"} | text | srt | vtt | verbose_json {"task", "language", "duration", "text", "segments"}
-    GET  /health   -> {"status": "ok", "model", "batches_run", "requests_in_progress", "queued_requests", "pending_segments"}
+    GET  /health   -> {"status": "ok", "model", "batches_run", "requests_in_progress", "queued_requests", "pending_segments",
+                       "live_segments_decoded_ahead": {"started", "used"}, ...}
     GET  /docs     the OpenAPI page (schema at /openapi.json)
     WS   /v1/realtime   live translation, OpenAI Realtime transcription-session events (llast.realtime)
     GET  /         the live page: microphone or file in, segments as they end, SRT out (llast.realtime)
@@ -87,6 +88,7 @@ class ServeOptions:
     header_timeout: float = 10.0  # seconds a new connection has to send its request line and headers
     max_planning: int = 1  # long uploads being cut into segments (speech detection) at once; others wait, queued
     max_streams: int = 16  # live streams (/v1/realtime) at once
+    speculate: bool = True  # live streams: decode a segment when its speech pauses, before it closes (llast.live)
     decode: DecodeConfig | None = None  # how every request is decoded (checked where made); None: the model's own
 
     def __post_init__(self) -> None:
@@ -330,6 +332,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     app = FastAPI(title="llast", description=__doc__.split("\n\n")[0], version="1", lifespan=lifespan)
     max_bytes = int(opts.max_upload_mb * 1024 * 1024)
     ctx = {"opts": opts, "seg_opts": seg_opts, "batcher": batcher, "max_bytes": max_bytes,
+           "ahead": {"started": 0, "used": 0},  # live segments decoded before they closed (llast.realtime)
            "requests": set(), "planning": 0, "lock": threading.Lock(), "gate": threading.Semaphore(opts.max_planning)}
 
     @app.exception_handler(RequestError)
@@ -363,7 +366,7 @@ def create_app(translator, opts: ServeOptions | None = None, seg_opts: SegmentOp
     async def health():
         return {"status": "ok", "model": opts.model_name, "batches_run": batcher.batches_run,
                 "requests_in_progress": len(ctx["requests"]), "queued_requests": len(batcher.active),
-                "pending_segments": batcher.pending_segments(),
+                "pending_segments": batcher.pending_segments(), "live_segments_decoded_ahead": dict(ctx["ahead"]),
                 "connections_closed_before_headers": ctx["guard"].closed_early if "guard" in ctx else 0}
 
     add_live_routes(app, ctx)

@@ -1,4 +1,4 @@
-"""An offline CoVoST-2-format corpus: Debian sentence pairs spoken by espeak-ng.
+"""An offline CoVoST-2-format corpus: Debian sentence pairs spoken by espeak-ng (and SVOX Pico).
 
 Layout (what `llast.data.read_covost` reads)::
 
@@ -9,7 +9,9 @@ Layout (what `llast.data.read_covost` reads)::
 Sentence pairs: German-English from Debian `trans-de-en` (the Ding dictionary's example sentences) and
 game dialogue in de/fr/es/it with its English original from `fillets-ng-data`. Each clip gets a voice
 variant (the TSV's client_id, i.e. the "speaker"), speed and pitch, short silences at both ends, and
-for a `noise` fraction of clips white or pink noise at 15-30 dB SNR.
+for a `noise` fraction of clips white or pink noise at 15-30 dB SNR. A `pico` fraction of clips is spoken
+by SVOX Pico (`pico2wave`, Debian non-free `libttspico-utils`) instead: an HMM voice per language that Whisper
+base hears far better than espeak-ng (docs/real_speech.md), with its own speed and pitch per clip.
 
 No sentence appears in two splits: pairs are deduplicated by their normalised text on both sides, and
 the split of a pair is decided by its English side for all directions at once, so En->De test
@@ -46,6 +48,8 @@ FILLETS_SCRIPTS = Path("/usr/share/games/fillets-ng/script")
 FILLETS_LANGS = ("de", "fr", "es", "it")
 
 VOICES = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it"}  # espeak-ng voice per language
+PICO_VOICES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES", "it": "it-IT"}  # SVOX Pico's languages
+PICO_PACKAGE = "libttspico-utils (Debian non-free)"
 # espeak-ng voice variants (the "speakers"), disjoint per split: dev and test voices are never heard in
 # training, so test scores measure unseen voices as well as unseen sentences. Novelty variants (robots,
 # whispering, "Demonic") are left out.
@@ -286,6 +290,25 @@ def _espeak(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, 
     return x, sr
 
 
+def _pico(text: str, lang: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """Speak `text` with SVOX Pico (`pico2wave`) at `speed` and `pitch` percent; returns (float32 samples, rate)."""
+    ssml = f"<speed level='{speed}'><pitch level='{pitch}'>{text}</pitch></speed>"
+    with tempfile.TemporaryDirectory(prefix="llast-pico-") as tmp:
+        wav = Path(tmp) / "pico.wav"
+        proc = subprocess.run(["pico2wave", "-l", lang, "-w", str(wav), ssml], capture_output=True, timeout=120)
+        if proc.returncode != 0 or not wav.is_file():
+            raise DataError(f"pico2wave -l {lang} failed for {text!r}: {proc.stderr.decode(errors='replace').strip()}")
+        x, sr = sf.read(str(wav), dtype="float32")
+    return x, sr
+
+
+def _speak(job: dict) -> tuple[np.ndarray, int]:
+    """The clip's speech from its engine, before any post-processing."""
+    if job.get("engine") == "pico":
+        return _pico(job["text"], job["voice"].removeprefix("pico:"), job["speed"], job["pitch"])
+    return _espeak(job["text"], job["voice"], job["speed"], job["pitch"])
+
+
 def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(len(spec), dtype=np.float64)
@@ -368,9 +391,9 @@ def _like_people(x: np.ndarray, p: dict) -> np.ndarray:
 
 def _render(job: dict) -> float:
     """Speak one clip, post-process it and write it (temp name, then rename). Returns its seconds."""
-    x, sr = _espeak(job["text"], job["voice"], job["speed"], job["pitch"])
+    x, sr = _speak(job)
     if not np.any(np.abs(x) > 1e-4):
-        raise DataError(f"espeak-ng produced silence for {job['text']!r} ({job['voice']})")
+        raise DataError(f"{job.get('engine', 'espeak')} produced silence for {job['text']!r} ({job['voice']})")
     x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float64)
     people = job.get("people")
     if people is not None and people["speed"] != 1.0:
@@ -396,10 +419,10 @@ def _render(job: dict) -> float:
 
 
 def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: float, split: str = "train",
-              reverb: float = 0.0, people: float = 0.0) -> dict:
+              reverb: float = 0.0, people: float = 0.0, pico: float = 0.0) -> dict:
     """The voice and post-processing of one clip, drawn from (seed, clip name) only: deterministic.
-    The voice variant comes from the split's own set (VARIANTS). The people augmentation is drawn from a
-    stream of its own, so a corpus without it is the same as before it existed."""
+    The voice variant comes from the split's own set (VARIANTS). The people augmentation and the choice of
+    Pico are drawn from streams of their own, so a corpus without them is the same as before they existed."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     variants = VARIANTS[split]
     variant = variants[rng.integers(len(variants))]
@@ -419,7 +442,16 @@ def _clip_job(name: str, text: str, lang: str, path: Path, seed: int, noise: flo
         "noise_seed": [seed, zlib.crc32(name.encode()), 1],
         "path": str(path),
         "people": _people_job(np.random.default_rng([seed, zlib.crc32(name.encode()), 2]), people),
+        **_pico_job(np.random.default_rng([seed, zlib.crc32(name.encode()), 3]), pico, lang),
     }
+
+
+def _pico_job(rng: np.random.Generator, fraction: float, lang: str) -> dict:
+    """For a `fraction` of clips: SVOX Pico's voice, speed (80-125 %) and pitch (75-135 %) instead of espeak-ng's."""
+    if not rng.random() < fraction:
+        return {}
+    return {"engine": "pico", "voice": f"pico:{PICO_VOICES[lang]}", "speed": int(rng.integers(80, 126)),
+            "pitch": int(rng.integers(75, 136))}
 
 
 def _people_job(rng: np.random.Generator, fraction: float) -> dict | None:
@@ -437,6 +469,7 @@ def synthesize_corpus(
     out_dir: str | Path, directions: list[str], n_train: int, n_dev: int, n_test: int, seed: int = 0,
     noise: float = 0.3, workers: int = 2, reverb: float = 0.3, synthetic: bool = True,
     splits: tuple[str, ...] = SPLITS, exclude: list[str | Path] = (), people: float = 0.0, phrasebook: bool = False,
+    pico: float = 0.0,
 ) -> dict:
     """Build a CoVoST-2-format corpus in `out_dir` (layout in the module docstring); returns a summary.
 
@@ -447,6 +480,7 @@ def synthesize_corpus(
     larger than another one whose dev and test it must keep out (`excluded_sentences`).
     `people`: fraction of clips made to sound less like espeak-ng and more like recordings of people
     (speed perturbation, spectral tilt, telephone band or a lossy codec: `_like_people`).
+    `pico`: fraction of clips spoken by SVOX Pico instead of espeak-ng (needs `pico2wave`).
     `phrasebook`: dev and test hold the first n_dev / n_test sentences of the train split again, each a clip
     of its own in its split's voices (never heard in training): a closed set of phrases to learn.
     If `out_dir` holds a complete corpus with the same parameters, nothing is done (summary["skipped"]).
@@ -456,7 +490,8 @@ def synthesize_corpus(
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     directions = list(dict.fromkeys(directions))
     splits = tuple(dict.fromkeys(splits))
-    _check_request(sizes, directions, splits, {"noise": noise, "reverb": reverb, "people": people}, phrasebook)
+    _check_request(sizes, directions, splits, {"noise": noise, "reverb": reverb, "people": people, "pico": pico},
+                   phrasebook)
     parsed = [_parse_direction(d) for d in directions]
     params = {"version": FORMAT_VERSION, "directions": directions, **sizes, "seed": seed, "noise": noise,
               "reverb": reverb, "synthetic": synthetic}
@@ -464,6 +499,8 @@ def synthesize_corpus(
         params["splits"] = list(splits)
     if people:
         params["people"] = people
+    if pico:
+        params["pico"] = pico
     if phrasebook:
         params["phrasebook"] = True
     excluded = excluded_sentences(list(exclude))
@@ -476,6 +513,8 @@ def synthesize_corpus(
         return {**done, "skipped": True}
     if shutil.which("espeak-ng") is None:
         raise DataError("synth: espeak-ng not found (Debian: apt-get install espeak-ng)")
+    if pico and shutil.which("pico2wave") is None:
+        raise DataError(f"synth: --pico {pico} needs pico2wave, not found (Debian: apt-get install {PICO_PACKAGE})")
 
     langs = sorted({other for _, _, other in parsed})
     if phrasebook:
@@ -487,7 +526,7 @@ def synthesize_corpus(
     outdir.claim(out, "synth")
     marker.unlink(missing_ok=True)
 
-    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits, people, phrasebook)
+    jobs, rows = _plan_clips(out, parsed, chosen, seed, noise, reverb, splits, people, phrasebook, pico)
     start = time.time()
     seconds = _render_all(jobs, workers)
     for (src, tgt, split), table in rows.items():
@@ -543,7 +582,8 @@ def _complete_corpus(out: Path, parsed: list, splits: tuple[str, ...], params: d
 
 
 def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, reverb: float,
-                splits: tuple[str, ...], people: float = 0.0, phrasebook: bool = False) -> tuple[list[dict], dict]:
+                splits: tuple[str, ...], people: float = 0.0, phrasebook: bool = False,
+                pico: float = 0.0) -> tuple[list[dict], dict]:
     """(render jobs of the clips of `splits`, TSV rows per (src, tgt, split)). One clip per (source language,
     sentence), shared by directions with the same source (per split too with `phrasebook`, whose splits
     repeat sentences); names and voices do not depend on `splits`."""
@@ -561,7 +601,8 @@ def _plan_clips(out: Path, parsed: list, chosen: dict, seed: int, noise: float, 
                 if key not in clip_of:
                     name = f"synth_{src}_{counts.get(src, 0):06d}.wav"
                     counts[src] = counts.get(src, 0) + 1
-                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb, people)
+                    job = _clip_job(name, source, src, out / src / "clips_16k" / name, seed, noise, split, reverb,
+                                    people, pico)
                     if split in splits:
                         jobs.append(job)
                     clip_of[key] = (name, job["voice"])
