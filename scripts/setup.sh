@@ -15,6 +15,16 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
+# Optional: SVOX Pico (`llast data synth --pico`), in Debian's non-free component. Installed when the apt
+# sources have it; otherwise said once (enable non-free, then: apt-get install libttspico-utils).
+if ! command -v pico2wave >/dev/null 2>&1; then
+  if apt-cache policy libttspico-utils 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libttspico-utils >/dev/null || true
+  else
+    echo "[setup] optional: SVOX Pico (llast data synth --pico) is in Debian non-free; enable that component and run: apt-get install libttspico-utils"
+  fi
+fi
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -135,8 +135,52 @@ def test_beam_reordering_gives_each_row_its_parents_sequence(rows):
     cache.reorder_cache(torch.tensor(rows))
     assert [mem.seqs[s] for s in cache.seqs] == [[f"row{r}"] for r in rows]
     assert sorted(mem.seqs) == sorted(set(cache.seqs)) and len(set(cache.seqs)) == len(rows)
-    assert max(cache.seqs) < llamacpp._MAX_SEQ and set(old) & set(cache.seqs) == {old[r] for r in set(rows)}
+    assert max(cache.seqs) < llamacpp._SEARCH_SEQS and set(old) & set(cache.seqs) == {old[r] for r in set(rows)}
     assert len(set(cache.seqs) - set(old)) == len(rows) - len(set(rows))
+
+
+class _FakePositions(_FakeMemory):
+    """llama.cpp's sequence calls with position ranges: sequence id -> the tokens at its positions."""
+
+    def llama_memory_seq_cp(self, mem, src, dst, p0, p1):
+        assert p0 == 0 and dst not in self.seqs
+        self.seqs[dst] = list(self.seqs[src][:p1])
+
+    def llama_memory_seq_rm(self, mem, seq, p0, p1):
+        if seq in self.seqs:
+            self.seqs[seq] = self.seqs[seq][:p0] if p0 > 0 else []
+
+
+def test_the_chat_templates_start_is_computed_once_per_adapter(monkeypatch):
+    """LlamaCppLLM._reuse_prefix: the first tokens shared by a search's prompts are prefilled once into a
+    sequence of the adapter's own, then shared (copied cells) by later searches while their prompts start
+    the same way; a prefix that is only partly shared is cut back, another template replaces it, and each
+    adapter has its own (the cells depend on the adapter)."""
+    from llast import llamacpp
+
+    mem = _FakePositions({})
+    llm = llamacpp.LlamaCppLLM.__new__(llamacpp.LlamaCppLLM)
+    torch.nn.Module.__init__(llm)
+    llm.lib, llm.ctx, llm.prefixes, llm.active = mem, None, {}, "default"
+    prefilled = []
+
+    def prefill(row, start, tokens=None, embeds=None):
+        prefilled.append((row, start, list(tokens)))
+        mem.seqs[row] = mem.seqs.get(row, [])[:start] + list(tokens)
+        return start + len(tokens)
+
+    monkeypatch.setattr(llm, "_prefill", prefill)
+    top = llamacpp._MAX_SEQ - 1
+    assert llm._reuse_prefix([[1, 2, 3, 4, 5], [1, 2, 3, 9]]) == (top, 3)
+    assert prefilled == [(top, 0, [1, 2, 3])] and mem.seqs[top] == [1, 2, 3]
+    assert llm._reuse_prefix([[1, 2, 3, 4, 7]]) == (top, 3) and len(prefilled) == 1  # reused: nothing computed
+    assert llm._reuse_prefix([[1, 2, 8, 8]]) == (top, 2) and mem.seqs[top] == [1, 2]  # cut back to what is shared
+    llm.active = "text"
+    assert llm._reuse_prefix([[1, 2, 3]]) == (top - 1, 3) and prefilled[-1] == (top - 1, 0, [1, 2, 3])
+    llm.active = "default"
+    assert llm._reuse_prefix([[6, 7, 8]]) == (top, 3) and mem.seqs[top] == [6, 7, 8]  # another template
+    assert llm._reuse_prefix([[5], [5, 6]]) == (None, 0)  # a single shared token is not worth a sequence
+    assert llm._prefix_cells() == 6 and top - 1 >= llamacpp._SEARCH_SEQS
 
 
 def test_auto_dtype_picks_gguf_where_it_runs_on_a_cpu_without_amx(tiny_dirs, monkeypatch):

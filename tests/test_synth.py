@@ -209,3 +209,42 @@ def test_phrasebook_repeats_train_sentences_in_new_voices(tmp_path):
     assert json.loads((out / "synth.json").read_text())["params"]["phrasebook"] is True
     with pytest.raises(DataError, match="must not exceed train"):
         synth.synthesize_corpus(tmp_path / "bad", ["de-en"], n_train=2, n_dev=0, n_test=3, phrasebook=True)
+
+
+def test_pico_draws_leave_other_clips_as_they_were(tmp_path):
+    """--pico F: a fraction F of clips gets SVOX Pico's voice, speed and pitch, drawn from a stream of its own:
+    the other clips' jobs are exactly those of a corpus without the option."""
+    args = ("synth_fr_000001.wav", "Bonjour à tous.", "fr", tmp_path / "a.wav", 7, 0.5, "train", 0.3, 0.5)
+    plain = synth._clip_job(*args)
+    assert "engine" not in plain and plain == synth._clip_job(*args, pico=0.0)
+    spoken = synth._clip_job(*args, pico=1.0)
+    assert spoken["engine"] == "pico" and spoken["voice"] == "pico:fr-FR"
+    assert 80 <= spoken["speed"] <= 125 and 75 <= spoken["pitch"] <= 135
+    assert {k: v for k, v in spoken.items() if k not in ("engine", "voice", "speed", "pitch")} == {
+        k: v for k, v in plain.items() if k not in ("voice", "speed", "pitch")}
+    names = [f"synth_de_{i:06d}.wav" for i in range(400)]
+    share = sum(synth._clip_job(n, "Hallo.", "de", tmp_path / n, 3, 0.3, pico=0.6).get("engine") == "pico" for n in names)
+    assert 200 <= share <= 280  # about 60 %
+    with pytest.raises(DataError, match="pico"):
+        synth.synthesize_corpus(tmp_path / "bad", ["fr-en"], **SIZES, pico=2.0)
+
+
+@pytest.mark.skipif(shutil.which("pico2wave") is None, reason="needs pico2wave (Debian non-free libttspico-utils)")
+def test_pico_corpus(corpus, tmp_path):
+    """--pico 1: the same sentences and names as the espeak-ng corpus, every clip in Pico's voice, and the
+    speaker column says so."""
+    import numpy as np
+
+    out, _ = corpus
+    pico = tmp_path / "pico"
+    synth.synthesize_corpus(pico, ["de-en", "fr-en", "en-de"], **SIZES, seed=7, noise=0.5, workers=2, pico=1.0)
+    for tsv in out.glob("*.tsv"):
+        a, b = rows(tsv), rows(pico / tsv.name)
+        assert [r[:3] for r in a] == [r[:3] for r in b]
+        lang = tsv.name.split(".")[1][:2]
+        assert {r[3] for r in b[1:]} == {f"pico:{synth.PICO_VOICES[lang]}"}
+    for clip in sorted((pico / "fr" / "clips_16k").glob("*.wav")):
+        x, rate = sf.read(clip)
+        assert rate == 16000 and 0.5 < len(x) / rate < 15 and np.abs(x).max() > 0.05
+        assert len(x) != len(sf.read(out / "fr" / "clips_16k" / clip.name)[0])
+    assert json.loads((pico / "synth.json").read_text())["params"]["pico"] == 1.0

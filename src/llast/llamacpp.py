@@ -42,6 +42,8 @@ from llast.model import build_model, load_encoder, resolve_name
 GGUF = "gguf"  # the --dtype that runs the LLM here
 BASE = "base"  # the adapter name of the LLM without a LoRA (llast.quantize's, as two-pass decoding asks for it)
 _MAX_SEQ = 256  # sequence ids of one llama.cpp context (its LLAMA_MAX_SEQ)
+_PREFIX_SEQS = 4  # the top sequence ids: one cached prompt prefix per adapter (LlamaCppLLM._reuse_prefix)
+_SEARCH_SEQS = _MAX_SEQ - _PREFIX_SEQS  # ids the prompts and their beams use
 
 
 def runs(llm_name: str) -> bool:
@@ -137,6 +139,8 @@ class LlamaCppLLM(torch.nn.Module):
         self.active = active
         self._tokens = lib.llama_batch_init(self.n_batch, 0, 1)
         self._embeds = lib.llama_batch_init(self.n_batch, self.n_embd, 1)
+        self.prefixes: dict[str, tuple[int, list[int]]] = {}  # adapter -> (its prefix sequence, the tokens in it)
+        self.reuse_prefix = True
 
     @property
     def llast_adapters(self):
@@ -165,7 +169,7 @@ class LlamaCppLLM(torch.nn.Module):
         the context holds, each beam a sequence of one KV cache."""
         self.check(decode)
         k = decode.num_beams
-        rows = max(1, min(self.max_rows, self.n_batch // k, _MAX_SEQ // (2 * k)))  # 2 ids a beam: see _Seqs
+        rows = max(1, min(self.max_rows, self.n_batch // k, _SEARCH_SEQS // (2 * k)))  # 2 ids a beam: see _Seqs
         out: list[torch.Tensor] = []
         group: list = []
         cells = 0
@@ -174,7 +178,7 @@ class LlamaCppLLM(torch.nn.Module):
             if need > self.n_ctx:
                 raise ValueError(f"a prompt of {need - k * decode.max_new_tokens} positions + {k} beams of "
                                  f"{decode.max_new_tokens} new tokens exceeds llama.cpp's context of {self.n_ctx}")
-            if group and (len(group) == rows or cells + need > self.n_ctx):
+            if group and (len(group) == rows or cells + need > self.n_ctx - self._prefix_cells()):
                 out.append(self._search(group, decode, eos, pad))
                 group, cells = [], 0
             group.append(p)
@@ -193,14 +197,21 @@ class LlamaCppLLM(torch.nn.Module):
         else:
             handles = (lib.llama_adapter_lora_p_ctypes * 1)(self.adapters[self.active])
             lib.llama_set_adapters_lora(self.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
-        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        mem = lib.llama_get_memory(self.ctx)
+        for seq in range(_SEARCH_SEQS):  # the last search's sequences; the cached prefixes stay
+            lib.llama_memory_seq_rm(mem, seq, -1, -1)
+        if any(not after and (embeds is not None or not before) for before, embeds, after in prompts):
+            raise ValueError("llama.cpp decoding: a prompt must end in a token")
+        prompts = [(before, embeds, after) if after else (before[:-1], None, before[-1:])
+                   for before, embeds, after in prompts]
+        shared = self._reuse_prefix([before for before, _, _ in prompts]) if self.reuse_prefix else (None, 0)
         lengths, last = [], []
         for row, (before, embeds, after) in enumerate(prompts):
-            if not after and (embeds is not None or not before):
-                raise ValueError("llama.cpp decoding: a prompt must end in a token")
-            if not after:
-                before, after = before[:-1], before[-1:]
-            p = self._prefill(row, 0, tokens=before)
+            p = 0
+            if shared[1]:  # the prompt's first tokens: their cells, computed once, shared (no prefill)
+                lib.llama_memory_seq_cp(mem, shared[0], row, 0, shared[1])
+                p = shared[1]
+            p = self._prefill(row, p, tokens=before[p:])
             if embeds is not None:
                 p = self._prefill(row, p, embeds=embeds)
             p = self._prefill(row, p, tokens=after[:-1])
@@ -211,6 +222,38 @@ class LlamaCppLLM(torch.nn.Module):
             mask[row, mask.shape[1] - n:] = 1
         cache = _Seqs(self, list(range(len(prompts))))
         return beam.beam_search(self, torch.tensor(last)[:, None], mask, cache, decode, [eos], pad)
+
+    def _prefix_cells(self) -> int:
+        """KV cells the cached prefixes hold: room a search leaves them (a prefix made by a search shares its
+        cells with that search's prompts, which count them)."""
+        return sum(len(tokens) for _, tokens in self.prefixes.values())
+
+    def _reuse_prefix(self, befores: list[list[int]]) -> tuple[int | None, int]:
+        """(sequence, n): the first n tokens of every prompt of `befores` are in `sequence`'s cells, computed
+        with the active adapter: the prefix these prompts share with the one cached for this adapter (made
+        now from these prompts if none is), kept across searches. The chat template's start (system message,
+        instruction) is the same in every prompt, so it is computed once, not once per prompt."""
+        common = befores[0]
+        for before in befores[1:]:
+            common = common[: _shared(common, before)]
+        if len(common) < 2:
+            return None, 0
+        seq, cached = self.prefixes.get(self.active, (None, []))
+        mem = self.lib.llama_get_memory(self.ctx)
+        if seq is None:
+            if len(self.prefixes) == _PREFIX_SEQS:
+                return None, 0
+            seq, cached = _MAX_SEQ - 1 - len(self.prefixes), []
+        n = _shared(cached, common)
+        if n < 2:  # another template: cache this group's prefix instead
+            self.lib.llama_memory_seq_rm(mem, seq, -1, -1)
+            n = self._prefill(seq, 0, tokens=common)
+            cached = common
+        elif n < len(cached):  # only the start is shared: keep that much
+            self.lib.llama_memory_seq_rm(mem, seq, n, -1)
+            cached = cached[:n]
+        self.prefixes[self.active] = (seq, cached)
+        return seq, n
 
     def get_input_embeddings(self):
         """llast.beam embeds each new token before the step that reads it; llama.cpp takes the token id itself."""
@@ -290,7 +333,7 @@ class _Seqs:
     def reorder_cache(self, rows: torch.Tensor) -> None:
         lib, mem = self.llm.lib, self.llm.lib.llama_get_memory(self.llm.ctx)
         old, kept, new = self.seqs, set(), []
-        free = iter(sorted(set(range(_MAX_SEQ)) - set(old)))
+        free = iter(sorted(set(range(_SEARCH_SEQS)) - set(old)))
         for r in rows.tolist():
             seq = old[r]
             if seq in kept:
@@ -303,6 +346,16 @@ class _Seqs:
         for seq in set(old) - kept:
             lib.llama_memory_seq_rm(mem, seq, -1, -1)
         self.seqs = new
+
+
+def _shared(a: list[int], b: list[int]) -> int:
+    """How many first tokens `a` and `b` have in common."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 _QUIET = []  # llama.cpp's log callback, kept alive here: llama.cpp is silent (its errors come back as codes)
