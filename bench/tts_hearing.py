@@ -57,10 +57,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10, help="sentences per language (the first of data/synth4's dev split)")
     ap.add_argument("--data", default="data/synth4")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(str(faster_whisper_dir()), device="cpu", compute_type="int8", cpu_threads=2)
+    model = WhisperModel(str(faster_whisper_dir()), device="cpu", compute_type="int8", cpu_threads=args.threads)
     engines = {"espeak-ng": shutil.which("espeak-ng"), "pico": shutil.which("pico2wave"),
                "mbrola": shutil.which("mbrola")}
     result = {"command": " ".join(["python", *sys.argv]), "machine": platform.processor() or platform.machine(),

@@ -103,6 +103,35 @@ def test_llast_mini_in_llama_cpp_hears_and_translates_as_pytorch_does(tmp_path):
     assert all(said) and not any(w in t.lower().split() for t in said for w in ("ich", "heute", "das", "ist")), said
 
 
+@pytest.mark.real
+def test_llast_mini_gives_the_same_texts_with_and_without_the_prefix_cache(tmp_path):
+    """The prefix cache (the chat template's start prefilled once per adapter) on the real weights: llast-mini
+    hears the same keywords and translates into English as when every prompt is prefilled whole, clip by clip
+    and batched (the shared cells sit elsewhere in the KV cache, so sums may round differently, as with
+    another batch), and each adapter keeps its template's start."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from llast.decode import load_model
+    from llast.processor import Example
+
+    t = load_model("llast-mini", dtype="gguf")
+    clips = [Example(sf.read(p, dtype="float32")[0], "de", "en", "translate") for p in tiny.german_test_clips(tmp_path)]
+    decode = t.decode_config(num_beams=1)
+    heard, said = {}, {}
+    for reuse in (False, True):
+        t.model.llm.reuse_prefix = reuse
+        heard[reuse] = [t.generate([ex], decode)[0] for ex in [dataclasses.replace(c, task="transcribe", tgt_lang="de")
+                                                               for c in clips]]
+        said[reuse] = [t.generate([ex], decode)[0] for ex in clips] + t.generate(clips, decode)
+    for word, cached, whole in zip(tiny.HEARD_DE.values(), heard[True], heard[False]):
+        assert (word in cached.lower()) == (word in whole.lower()), (heard, said)
+    assert all(said[True]) and not any(w in x.lower().split() for x in said[True] for w in ("ich", "heute", "das", "ist"))
+    assert sorted(t.model.llm.prefixes) == ["default", "text"]
+    assert all(len(tokens) >= 8 for _, tokens in t.model.llm.prefixes.values())
+
+
 class _FakeMemory:
     """llama.cpp's sequence calls on a dict (sequence id -> its positions' contents), for _Seqs."""
 
