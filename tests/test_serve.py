@@ -400,6 +400,7 @@ def test_cli_serve_decodes_every_batch_with_the_options_given(ckpt, monkeypatch,
 
     monkeypatch.setattr(llast.serve, "Server", Capture)
     assert main(["serve", "--model", str(ckpt), "--num-beams", "3", "--dtype", "float32"]) == 0
+    assert "llast serve: warmed up in" in capsys.readouterr().out  # a first decoding before clients come
     translator, decode = seen["translator"], seen["opts"].decode
     assert decode.num_beams == 3 and translator.cfg.decode.num_beams == 2
     assert decode == dataclasses.replace(translator.cfg.decode, num_beams=3)

@@ -537,6 +537,7 @@ def _run_serve(args) -> int:
     translator = decode.load_translator(args.model, args.dtype, two_pass=options.get("two_pass"))
     opts = dataclasses.replace(opts, decode=dataclasses.replace(translator.cfg.decode, **options))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print(f"llast serve: warmed up in {serve.warm_up(translator, opts):.1f} s", flush=True)
     server = serve.Server(translator, args.host, args.port, opts, max_connections=args.max_connections)
     key_note = "API key required" if api_key else "no API key"
     print(f"llast serve: {args.model} on {server.url}/v1 ({key_note}; docs at {server.url}/docs; live page at {server.url}/)",

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import uvicorn
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -58,11 +59,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from llast.audio import audio_duration, load_audio
+from llast.audio import SAMPLE_RATE, audio_duration, load_audio
 from llast.batcher import Batcher, Job, RequestError
 from llast.config import DecodeConfig
 from llast.errors import AudioError, ConfigError, LlastError
-from llast.processor import language_name
+from llast.processor import Example, language_name
 from llast.realtime import add_live_routes
 from llast.segment import Segment, SegmentOptions, plan_segments
 from llast.subtitles import joined_text, render, to_dicts
@@ -430,6 +431,17 @@ def guarded_protocol(guard: HeaderGuard) -> type:
             super().connection_lost(exc)
 
     return GuardedH11Protocol
+
+
+def warm_up(translator, opts: ServeOptions) -> float:
+    """Decode one second of faint noise as the server will decode requests, so that the first clients do not
+    wait for first-call costs (allocations, llama.cpp's graphs, its cached template starts); its seconds."""
+    start = time.monotonic()
+    noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).astype(np.float32)
+    src = opts.default_src or opts.tgt
+    translator.generate([Example(noise, src, opts.tgt, "translate" if src != opts.tgt else "transcribe")],
+                        opts.decode or translator.cfg.decode)
+    return time.monotonic() - start
 
 
 class Server:
